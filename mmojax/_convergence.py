@@ -1,0 +1,162 @@
+"""Algorithm 3 of the paper: convergence-rate estimation from recent losses."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mmojax import _tree
+
+
+class ConvergenceState(NamedTuple):
+    """State of :func:`scale_by_convergence`; every field is per model.
+
+    Attributes:
+      count: optimizer updates seen so far (int32 scalar).
+      losses: ``{model: float32[window]}`` ring buffers of recent losses.
+      num_losses: ``{model: int32}`` finite losses recorded (the ring's write
+        position is ``num_losses % window``).
+      rates: ``{model: float32}`` the estimated convergence rates ``r_i``.
+      scales: ``{model: float32}`` the factor ``f_conv(i)`` last applied.
+    """
+
+    count: jax.Array
+    losses: dict[str, jax.Array]
+    num_losses: dict[str, jax.Array]
+    rates: dict[str, jax.Array]
+    scales: dict[str, jax.Array]
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def ring_slope(buffer: jax.Array, num: jax.Array) -> jax.Array:
+    r"""Least-squares slope of a full ring buffer read in chronological order.
+
+    The value at ring position :math:`k` was written :math:`t_k = (k - n) \bmod w`
+    steps after the oldest one (``n`` values written, window ``w``), so the
+    slope is :math:`\sum (t - \bar t)(y - \bar y) / \sum (t - \bar t)^2` without
+    rotating the buffer.
+    """
+    window = buffer.shape[0]
+    t = jnp.mod(jnp.arange(window) - num, window).astype(jnp.float32)
+    t = t - t.mean()
+    y = buffer - buffer.mean()
+    return jnp.sum(t * y) / jnp.sum(t * t)
+
+
+def scale_by_convergence(
+    window: int = 100,
+    update_every: int = 50,
+    ema: float = 0.9,
+    min_scale: float = 0.5,
+    max_scale: float = 1.5,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Scales each model's updates by ``f_conv(i)`` from its loss trend (Algorithm 3).
+
+    Each update records ``losses[i]`` (non-finite losses are not recorded). Every
+    ``update_every`` updates, for each model with at least ``window`` recorded
+    losses, fit the least-squares slope :math:`s` of the last ``window`` and set
+
+    .. math::
+      r_i \leftarrow \text{ema}\, r_i + (1 - \text{ema}) \frac{1}{1 + |s|},
+      \qquad f_{\text{conv}}(i) = \text{clip}(1 / r_i, \text{min\_scale}, \text{max\_scale}),
+
+    with :math:`r_i = 1` at start. Since :math:`1/(1+|s|) \le 1`, :math:`r_i \le 1`
+    and :math:`f_{\text{conv}} \ge 1`: as the paper defines it, the factor only
+    ever *raises* the step of a model whose loss moves fast, and ``min_scale``
+    binds only if set above 1.
+
+    Args:
+      window: losses in the slope fit (>= 2).
+      update_every: re-estimate every this many updates (>= 1).
+      ema: the moving-average coefficient, in [0, 1] (the paper: 0.9).
+      min_scale: lower clip of ``f_conv`` (> 0).
+      max_scale: upper clip of ``f_conv`` (>= ``min_scale``).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes
+      ``losses={model_name: scalar}``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> g = {"a": {"w": jnp.ones(2)}}
+      >>> tx = scale_by_convergence(window=2, update_every=1, ema=0.0, max_scale=10.0)
+      >>> state = tx.init(g)
+      >>> _, state = tx.update(g, state, losses={"a": 5.0})
+      >>> out, state = tx.update(g, state, losses={"a": 2.0})  # slope -3 -> r = 1/4
+      >>> out["a"]["w"].tolist()
+      [4.0, 4.0]
+    """
+    window = _check_int("window", window, 2)
+    update_every = _check_int("update_every", update_every, 1)
+    if not 0.0 <= float(ema) <= 1.0:
+        raise ValueError(f"ema must be in [0, 1], got {ema}")
+    if not float(min_scale) > 0:
+        raise ValueError(f"min_scale must be > 0, got {min_scale}")
+    if not float(max_scale) >= float(min_scale):
+        raise ValueError(f"max_scale must be >= min_scale, got {max_scale} < {min_scale}")
+
+    def init_fn(params):
+        models = _tree.check_multi_model_tree(params)
+        per_model = lambda v, dtype: {m: jnp.full([], v, dtype) for m in models}  # noqa: E731
+        return ConvergenceState(
+            count=jnp.zeros([], jnp.int32),
+            losses={m: jnp.zeros([window], jnp.float32) for m in models},
+            num_losses=per_model(0, jnp.int32),
+            rates=per_model(1.0, jnp.float32),
+            scales=per_model(1.0, jnp.float32),
+        )
+
+    def update_fn(updates, state, params=None, *, losses=None, **extra_args):
+        del params, extra_args
+        losses = check_losses(losses, state.rates)
+        count = optax.safe_increment(state.count)
+        due = count % update_every == 0
+        buffers, nums, rates, scales = {}, {}, {}, {}
+        for m in state.rates:
+            loss = losses[m]
+            finite = jnp.isfinite(loss)
+            num = state.num_losses[m]
+            written = state.losses[m].at[num % window].set(loss)
+            buffers[m] = jnp.where(finite, written, state.losses[m])
+            nums[m] = num + finite.astype(jnp.int32)
+            norm_rate = 1.0 / (1.0 + jnp.abs(ring_slope(buffers[m], nums[m])))
+            estimate = jnp.logical_and(due, nums[m] >= window)
+            rates[m] = jnp.where(
+                estimate, ema * state.rates[m] + (1.0 - ema) * norm_rate, state.rates[m]
+            )
+            scales[m] = jnp.clip(1.0 / rates[m], min_scale, max_scale)
+        updates = _tree.map_with_model(lambda m, u: (u * scales[m]).astype(u.dtype), updates)
+        return updates, ConvergenceState(count, buffers, nums, rates, scales)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def check_losses(losses: Any, models: Mapping[str, Any]) -> dict[str, jax.Array]:
+    """Validates ``losses={model: scalar}`` and returns float32 scalars."""
+    if losses is None:
+        raise ValueError(
+            "the convergence estimator needs the per-model losses: call "
+            "update(..., losses={model_name: scalar_loss})"
+        )
+    if not isinstance(losses, Mapping):
+        raise TypeError(f"losses must be a mapping {{model_name: scalar}}, got {type(losses)}")
+    missing = [m for m in models if m not in losses]
+    if missing:
+        raise ValueError(f"losses is missing models {missing}; got {sorted(losses)}")
+    out = {}
+    for m in models:
+        value = jnp.asarray(losses[m], jnp.float32)
+        if value.ndim != 0:
+            raise ValueError(f"loss of {m!r} must be a scalar, got shape {value.shape}")
+        out[m] = value
+    return out

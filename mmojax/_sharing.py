@@ -1,0 +1,83 @@
+"""Algorithm 1 of the paper: shape-aware gradient sharing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import optax
+
+from mmojax import _plan, _pool, _tree
+
+REDUCTIONS = ("mean", "sum")
+
+
+class ShareGradientsState(NamedTuple):
+    """``share_gradients`` keeps no state: the plan is static."""
+
+
+def share_gradients(
+    alpha: float = 0.2,
+    model_weights: Mapping[str, float] | None = None,
+    labels: Any = None,
+    reduction: str = "mean",
+) -> optax.GradientTransformationExtraArgs:
+    r"""Pools the gradients of compatible leaves across models (Algorithm 1).
+
+    For every key :math:`k` whose members :math:`p` come from at least two
+    models, with normalised model weights :math:`w_i` (sum 1 over models):
+
+    .. math::
+      G_k = \sum_{p \in k} w_{m(p)} \nabla p \;\Big/\; \sum_{p \in k} w_{m(p)}
+      \quad (\text{mean; "sum" omits the division}),
+      \qquad \nabla p \leftarrow (1 - \alpha)\, \nabla p + \alpha\, G_k .
+
+    ``"mean"`` keeps the pooled gradient on the scale of one member whatever
+    the number of members; ``"sum"`` is the paper's literal sum. Keys with
+    members in a single model are left untouched, so one model alone is an
+    identity.
+
+    Args:
+      alpha: mixing coefficient in [0, 1] (the paper: 0.2). 0 is the identity.
+      model_weights: ``{model_name: weight}``, default all 1.0; normalised to
+        sum to 1 over the models of the tree.
+      labels: ``None`` (``classify_parameters``), a label tree or a callable
+        ``params -> label tree``; leaves sharing ``(label, shape)`` pool.
+      reduction: ``"mean"`` or ``"sum"``.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> grads = {"a": {"mlp": jnp.array([1.0, 1.0])}, "b": {"mlp": jnp.array([3.0, 3.0])}}
+      >>> tx = share_gradients(alpha=0.5)
+      >>> shared, _ = tx.update(grads, tx.init(grads))
+      >>> shared["a"]["mlp"].tolist(), shared["b"]["mlp"].tolist()
+      ([1.5, 1.5], [2.5, 2.5])
+    """
+    _pool.check_unit_interval("alpha", alpha)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    _pool.check_weight_values(model_weights)
+
+    def init_fn(params):
+        models = _tree.check_multi_model_tree(params)
+        _pool.normalized_weights(model_weights, models)
+        _plan.sharing_plan(params, labels)  # fail early on bad labels
+        return ShareGradientsState()
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        if alpha == 0:
+            return updates, state
+        plan = _plan.sharing_plan(updates, labels)
+        if not plan.shared_groups:
+            return updates, state
+        weights = _pool.normalized_weights(model_weights, plan.models)
+        flat, treedef = jax.tree_util.tree_flatten(updates)
+        flat = _pool.mix_groups(flat, plan, weights, alpha, reduction)
+        return jax.tree_util.tree_unflatten(treedef, flat), state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
