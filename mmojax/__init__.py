@@ -15,6 +15,7 @@ from mmojax._classify import ParamKey as ParamKey
 from mmojax._classify import classify_parameters as classify_parameters
 from mmojax._convergence import ConvergenceState as ConvergenceState
 from mmojax._convergence import scale_by_convergence as scale_by_convergence
+from mmojax._optimizer import MultiModelOptimizerState as MultiModelOptimizerState
 from mmojax._optimizer import convergence_rates as convergence_rates
 from mmojax._optimizer import learning_rates as learning_rates
 from mmojax._optimizer import multi_model_optimizer as multi_model_optimizer
@@ -37,6 +38,7 @@ __all__ = (
     "ClipByModelNormState",
     "ConvergenceState",
     "ModelLearningRateState",
+    "MultiModelOptimizerState",
     "ParamKey",
     "ShareGradientsState",
     "SharingPlan",

@@ -3,12 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import optax
 
 from mmojax import _accumulate, _convergence, _pool, _schedule, _sharing, _sync
+
+
+class MultiModelOptimizerState(NamedTuple):
+    """State of :func:`multi_model_optimizer`, one field per stage.
+
+    A disabled stage holds ``optax.EmptyState()``.
+    """
+
+    clip: Any
+    share: Any
+    adam: Any
+    weight_decay: Any
+    convergence: Any
+    learning_rate: Any
+    sync: Any
+
+
+def _stages(stages: dict[str, optax.GradientTransformation]):
+    """Chains ``stages`` in order, keeping each stage's state in a named field."""
+    stages = {k: optax.with_extra_args_support(t) for k, t in stages.items()}
+
+    def init_fn(params):
+        return MultiModelOptimizerState(**{k: t.init(params) for k, t in stages.items()})
+
+    def update_fn(updates, state, params=None, **extra_args):
+        new_state = {}
+        for name, stage in stages.items():
+            updates, new_state[name] = stage.update(
+                updates, getattr(state, name), params, **extra_args)
+        return updates, MultiModelOptimizerState(**new_state)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def multi_model_optimizer(
@@ -114,23 +146,22 @@ def multi_model_optimizer(
         else _schedule.warmup_cosine_schedule(learning_rate, warmup_steps, total_steps,
                                               min_lr_ratio)
     )
-    parts = []
-    if clip_norm is not None:
-        parts.append(_accumulate.clip_by_model_global_norm(clip_norm))
-    parts.append(_sharing.share_gradients(alpha, model_weights, labels, reduction))
-    parts.append(optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype))
-    if weight_decay:
-        parts.append(optax.add_decayed_weights(weight_decay, weight_decay_mask))
-    if adaptive:
-        parts.append(_convergence.scale_by_convergence(
-            convergence_window, convergence_update_every, convergence_ema,
-            min_conv_scale, max_conv_scale))
-    parts.append(_schedule.scale_by_model_learning_rate(schedule, model_weights))
+    off = optax.identity()
     # Validated even when disabled, so a bad `sync_every` is reported.
     sync = _sync.sync_parameters(beta, sync_every, model_weights, labels)
-    if beta > 0 and sync_every > 0:
-        parts.append(sync)
-    return _accumulate.accumulate_gradients(optax.chain(*parts), gradient_accumulation_steps)
+    stages = {
+        "clip": off if clip_norm is None else _accumulate.clip_by_model_global_norm(clip_norm),
+        "share": _sharing.share_gradients(alpha, model_weights, labels, reduction),
+        "adam": optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype),
+        "weight_decay": (optax.add_decayed_weights(weight_decay, weight_decay_mask)
+                         if weight_decay else off),
+        "convergence": _convergence.scale_by_convergence(
+            convergence_window, convergence_update_every, convergence_ema,
+            min_conv_scale, max_conv_scale) if adaptive else off,
+        "learning_rate": _schedule.scale_by_model_learning_rate(schedule, model_weights),
+        "sync": sync if beta > 0 and sync_every > 0 else off,
+    }
+    return _accumulate.accumulate_gradients(_stages(stages), gradient_accumulation_steps)
 
 
 def _find_states(opt_state: Any, cls: type) -> list[Any]:

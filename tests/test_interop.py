@@ -1,0 +1,116 @@
+"""The shared interoperability suite (STYLE.md) run over every transformation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import mmojax
+from helpers import make_tree
+
+LOSSES = {"a": 1.0, "b": 2.0, "c": 0.5}
+
+FACTORIES = {
+    "share_gradients": lambda: mmojax.share_gradients(alpha=0.3),
+    "share_gradients_sum": lambda: mmojax.share_gradients(alpha=0.3, reduction="sum"),
+    "sync_parameters": lambda: mmojax.sync_parameters(beta=0.2, every=1),
+    "scale_by_convergence": lambda: mmojax.scale_by_convergence(window=2, update_every=1),
+    "scale_by_model_learning_rate": lambda: mmojax.scale_by_model_learning_rate(
+        1e-2, {"a": 1.0, "b": 2.0, "c": 1.0}),
+    "clip_by_model_global_norm": lambda: mmojax.clip_by_model_global_norm(0.5),
+    "accumulate_gradients": lambda: mmojax.accumulate_gradients(
+        mmojax.scale_by_convergence(window=2, update_every=1), 2),
+    "multi_model_optimizer": lambda: mmojax.multi_model_optimizer(
+        learning_rate=1e-2, warmup_steps=2, sync_every=2, convergence_window=2,
+        convergence_update_every=1, clip_norm=1.0),
+    "multi_model_optimizer_accum": lambda: mmojax.multi_model_optimizer(
+        learning_rate=1e-2, warmup_steps=0, sync_every=1, gradient_accumulation_steps=2,
+        convergence_window=2, convergence_update_every=1),
+}
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def tx(request):
+    return FACTORIES[request.param]()
+
+
+def run(tx, params, steps=3, jit=True):
+    state = tx.init(params)
+    update = jax.jit(tx.update) if jit else tx.update
+    for i in range(steps):
+        grads = jax.tree.map(lambda p: p * (0.5 + i), params)
+        updates, state = update(grads, state, params, losses=LOSSES)
+        params = optax.apply_updates(params, updates)
+    return params, state
+
+
+def test_is_extra_args_transformation(tx):
+    assert isinstance(tx, optax.GradientTransformationExtraArgs)
+    state = tx.init(make_tree())
+    assert isinstance(state, tuple) and hasattr(state, "_fields"), type(state)
+
+
+def test_jit_matches_eager(tx):
+    params = make_tree()
+    jitted, _ = run(tx, params, jit=True)
+    eager, _ = run(tx, params, jit=False)
+    for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_no_retrace(tx):
+    params = make_tree()
+    traces = []
+
+    @jax.jit
+    def step(params, state, grads):
+        traces.append(1)
+        updates, state = tx.update(grads, state, params, losses=LOSSES)
+        return optax.apply_updates(params, updates), state
+
+    state = tx.init(params)
+    for _ in range(3):
+        params, state = step(params, state, params)
+    assert len(traces) == 1
+
+
+def test_composes_with_chain(tx):
+    params = make_tree()
+    chained = optax.chain(tx, optax.adamw(1e-3))
+    out, state = run(chained, params)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(out))
+    # The chain forwards extra args to the inner state (the first element).
+    assert len(state) == 2
+
+
+def test_composes_with_multisteps(tx):
+    params = make_tree()
+    multi = optax.MultiSteps(tx, every_k_schedule=2)
+    state = multi.init(params)
+    update = jax.jit(multi.update)
+    for _ in range(4):
+        updates, state = update(params, state, params, losses=LOSSES)
+        params = optax.apply_updates(params, updates)
+    assert int(state.gradient_step) == 2
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_keeps_dtype(tx, dtype):
+    params = make_tree(dtype=dtype)
+    state = tx.init(params)
+    updates, _ = jax.jit(tx.update)(params, state, params, losses=LOSSES)
+    for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)):
+        assert u.dtype == p.dtype
+        assert u.shape == p.shape
+
+
+def test_init_accepts_shape_dtype_struct(tx):
+    params = make_tree()
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    abstract_state = jax.eval_shape(tx.init, abstract)
+    concrete = tx.init(params)
+    assert jax.tree.structure(abstract_state) == jax.tree.structure(concrete)
+    for a, c in zip(jax.tree.leaves(abstract_state), jax.tree.leaves(concrete)):
+        assert a.shape == c.shape and a.dtype == c.dtype
