@@ -90,20 +90,34 @@ def sync_parameters(
             return updates, SyncState(count)
         weights = _pool.normalized_weights(model_weights, plan.models)
 
-        def synced(updates):
-            flat_u, treedef = jax.tree_util.tree_flatten(updates)
-            flat_p = treedef.flatten_up_to(params)
-            out = list(flat_u)
-            for group in plan.shared_groups:
-                idx = [m.index for m in group.members]
-                moved = [flat_p[i] + flat_u[i] for i in idx]  # params after the inner update
-                avg = _pool.group_pool(moved, [weights[m.model] for m in group.members])
-                for i, p_tilde in zip(idx, moved):
-                    delta = beta * (avg - p_tilde.astype(avg.dtype))
-                    out[i] = (flat_u[i].astype(avg.dtype) + delta).astype(flat_u[i].dtype)
-            return jax.tree_util.tree_unflatten(treedef, out)
+        # Only the per-key averages go through the `cond` (one buffer per key,
+        # zeros off-sync); the move itself is an elementwise expression that XLA
+        # fuses into `apply_updates`, so off-sync steps cost almost nothing:
+        #   u' = u + s (avg_k - (p + u)),  s = beta on sync steps, 0 otherwise.
+        flat_u, treedef = jax.tree_util.tree_flatten(updates)
+        flat_p = treedef.flatten_up_to(params)
+        groups = plan.shared_groups
 
-        updates = jax.lax.cond(count % every == 0, synced, lambda u: u, updates)
+        def averages(_):
+            return [
+                _pool.group_pool([flat_p[m.index] + flat_u[m.index] for m in g.members],
+                                 [weights[m.model] for m in g.members])
+                for g in groups
+            ]
+
+        def no_averages(_):
+            return [jnp.zeros(out.shape, out.dtype) for out in jax.eval_shape(averages, None)]
+
+        is_sync = count % every == 0
+        avgs = jax.lax.cond(is_sync, averages, no_averages, None)
+        step = jnp.where(is_sync, beta, 0.0).astype(jnp.float32)
+        out = list(flat_u)
+        for group, avg in zip(groups, avgs):
+            for m in group.members:
+                u, p = flat_u[m.index], flat_p[m.index]
+                moved = p.astype(avg.dtype) + u.astype(avg.dtype)
+                out[m.index] = (u.astype(avg.dtype) + step * (avg - moved)).astype(u.dtype)
+        updates = jax.tree_util.tree_unflatten(treedef, out)
         return updates, SyncState(count)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
