@@ -96,6 +96,7 @@ def sync_parameters(
         #   u' = u + s (avg_k - (p + u)),  s = beta on sync steps, 0 otherwise.
         flat_u, treedef = jax.tree_util.tree_flatten(updates)
         flat_p = treedef.flatten_up_to(params)
+        flat_u = jax.lax.optimization_barrier(flat_u)
         groups = plan.shared_groups
 
         def averages(_):
