@@ -1,0 +1,189 @@
+"""The jitted multi-model train and eval steps over one training-state pytree."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import mmojax
+
+# apply_fn(params, batch, *, train, rng) -> outputs; loss_fn(outputs, batch) -> (loss, metrics)
+ApplyFn = Callable[..., Any]
+LossFn = Callable[[Any, Mapping[str, jax.Array]], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+class ModelFns(NamedTuple):
+    """How to run and score one model: any Flax (or plain JAX) model fits.
+
+    Attributes:
+      apply_fn: ``apply_fn(params, batch, *, train, rng) -> outputs``, pure.
+      loss_fn: ``loss_fn(outputs, batch) -> (scalar loss, {metric: scalar})``.
+    """
+
+    apply_fn: ApplyFn
+    loss_fn: LossFn
+
+
+class TrainState(NamedTuple):
+    """The whole training state, one pytree (checkpointed as is).
+
+    Attributes:
+      params: ``{model_name: params}``.
+      opt_state: the optimizer state.
+      step: micro-batches consumed (int32).
+      rng: raw PRNG key data (uint32), split every step for dropout.
+      nonfinite: ``{model: int32}`` consecutive steps with a non-finite loss or
+        gradient (reset by a finite step).
+      skipped: ``{model: int32}`` total skipped (non-finite) steps.
+    """
+
+    params: dict[str, Any]
+    opt_state: Any
+    step: jax.Array
+    rng: jax.Array
+    nonfinite: dict[str, jax.Array]
+    skipped: dict[str, jax.Array]
+
+
+def init_train_state(
+    params: Mapping[str, Any], tx: optax.GradientTransformation, seed: int
+) -> TrainState:
+    """Builds the initial :class:`TrainState` (optimizer state from ``tx.init``)."""
+    params = dict(params)
+    zeros = {m: jnp.zeros([], jnp.int32) for m in params}
+    state = TrainState(
+        params=params,
+        opt_state=tx.init(params),
+        step=jnp.zeros([], jnp.int32),
+        rng=jax.random.key_data(jax.random.key(seed)),
+        nonfinite=zeros,
+        skipped=zeros,
+    )
+    # A donated state must not hold one buffer twice (optimizer states may
+    # share constants, and the counters above do): give every leaf its own.
+    return jax.tree.map(lambda x: jnp.array(x, copy=True), state)
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _optimizer_metrics(opt_state: Any, names: tuple[str, ...]) -> dict[str, dict[str, jax.Array]]:
+    out = {m: {} for m in names}
+    try:
+        for m, lr in mmojax.learning_rates(opt_state).items():
+            out[m]["lr"] = lr
+    except ValueError:
+        pass  # a user optimizer without per-model rates
+    try:
+        for m, r in mmojax.convergence_rates(opt_state).items():
+            out[m]["conv_rate"] = r
+    except ValueError:
+        pass  # adaptive=False
+    return out
+
+
+def make_train_step(
+    models: Mapping[str, ModelFns],
+    tx: optax.GradientTransformation,
+    *,
+    donate: bool = True,
+    jit: bool = True,
+) -> Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, dict[str, Any]]]:
+    """Returns ``train_step(state, batch) -> (state, metrics)``, one XLA program.
+
+    Every model sees the same batch. For each model (a Python loop over a
+    static tuple, unrolled in the trace): forward with dropout, loss and
+    gradient; then one ``tx.update`` over the whole multi-model tree with
+    ``losses={model: loss}``; then ``optax.apply_updates``.
+
+    A model whose loss or gradient is not finite is *skipped* for the step:
+    its gradient enters the optimizer as zeros, its loss as NaN (the
+    convergence estimator ignores it) and its parameters are kept as they
+    were; ``state.nonfinite`` counts consecutive such steps so the caller can
+    stop a run that does not recover.
+
+    Args:
+      models: ``{name: ModelFns}``; names must match ``state.params``.
+      tx: the optimizer, usually :func:`mmojax.multi_model_optimizer`.
+      donate: donate the input state's buffers (the caller must not reuse it).
+      jit: return the jitted function (``False`` for composing into your own).
+
+    Returns:
+      The step function. ``metrics[model]`` holds ``loss``, the model's own
+      metrics, ``grad_norm`` (before clipping/sharing), ``finite``, ``lr`` and
+      ``conv_rate`` where the optimizer has them.
+    """
+    names = tuple(models)
+    if not names:
+        raise ValueError("make_train_step needs at least one model")
+
+    def train_step(state: TrainState, batch):
+        rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
+        model_rngs = jax.random.split(step_rng, len(names))
+        losses, grads, finite, metrics = {}, {}, {}, {}
+        for name, model_rng in zip(names, model_rngs):
+            fns = models[name]
+
+            def loss_of(params, fns=fns, model_rng=model_rng):
+                outputs = fns.apply_fn(params, batch, train=True, rng=model_rng)
+                return fns.loss_fn(outputs, batch)
+
+            (loss, aux), grad = jax.value_and_grad(loss_of, has_aux=True)(state.params[name])
+            ok = jnp.logical_and(jnp.isfinite(loss), _all_finite(grad))
+            finite[name] = ok
+            grads[name] = jax.tree.map(lambda g, ok=ok: jnp.where(ok, g, jnp.zeros_like(g)), grad)
+            losses[name] = jnp.where(ok, loss, jnp.nan)
+            metrics[name] = {**aux, "loss": loss, "grad_norm": optax.tree.norm(grad),
+                             "finite": ok}
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, losses=losses)
+        stepped = optax.apply_updates(state.params, updates)
+        params = {
+            m: jax.tree.map(lambda new, old, ok=finite[m]: jnp.where(ok, new, old),
+                            stepped[m], state.params[m])
+            for m in names
+        }
+        for m, extra in _optimizer_metrics(opt_state, names).items():
+            metrics[m].update(extra)
+        new_state = TrainState(
+            params=params,
+            opt_state=opt_state,
+            step=state.step + 1,
+            rng=jax.random.key_data(rng),
+            nonfinite={m: jnp.where(finite[m], 0, state.nonfinite[m] + 1) for m in names},
+            skipped={m: state.skipped[m] + (~finite[m]).astype(jnp.int32) for m in names},
+        )
+        return new_state, metrics
+
+    if not jit:
+        return train_step
+    return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+
+
+def make_eval_step(
+    models: Mapping[str, ModelFns],
+    outputs_fn: Callable[[Any, Mapping[str, jax.Array]], dict[str, jax.Array]],
+    *,
+    jit: bool = True,
+) -> Callable[[Mapping[str, Any], Mapping[str, jax.Array]], dict[str, dict[str, jax.Array]]]:
+    """Returns ``eval_step(params, batch) -> {model: outputs_fn(outputs, batch)}``.
+
+    Runs every model in eval mode (no dropout) in one program; ``outputs_fn``
+    reduces a model's raw outputs to what the host-side evaluator needs (e.g.
+    per-example predictions and losses).
+    """
+    names = tuple(models)
+
+    def eval_step(params, batch):
+        out = {}
+        for name in names:
+            outputs = models[name].apply_fn(params[name], batch, train=False, rng=None)
+            out[name] = outputs_fn(outputs, batch)
+        return out
+
+    return jax.jit(eval_step) if jit else eval_step

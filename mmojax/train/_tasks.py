@@ -1,0 +1,213 @@
+"""Tasks: data preparation, losses and host-side evaluation for each task."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmojax import data as mdata
+from mmojax import models as mmodels
+
+log = logging.getLogger(__name__)
+
+TASKS = ("synthetic", "sst2", "ner", "qa")
+MODEL_TASK = {"synthetic": "classification", "sst2": "classification",
+              "ner": "token_classification", "qa": "qa"}
+MAIN_METRIC = {"synthetic": "accuracy", "sst2": "accuracy", "ner": "f1", "qa": "f1"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskData:
+    """Everything a run needs to know about its data.
+
+    Attributes:
+      name: the task (one of :data:`TASKS`).
+      model_task: the head the models need.
+      num_labels: classes (classification) or tags (NER); 2 for QA.
+      train, validation: the encoded splits.
+      validation_raw: the raw validation split (gold tags / answers).
+      tokenizer: the locally trained tokenizer.
+      main_metric: the metric that "accuracy" means for this task.
+    """
+
+    name: str
+    model_task: str
+    num_labels: int
+    train: mdata.EncodedSplit
+    validation: mdata.EncodedSplit
+    validation_raw: Any
+    tokenizer: Any
+    main_metric: str
+
+    @property
+    def max_length(self) -> int:
+        return self.train.buckets[-1]
+
+
+def _load_raw(task: str, data_path: str | None, seed: int, max_train, max_val):
+    if task == "synthetic":
+        n_train = 500 if max_train is None else max_train
+        n_val = 100 if max_val is None else max_val
+        return mdata.make_synthetic_sentiment(n_train, n_val, seed=seed)
+    if data_path is None:
+        raise ValueError(f"task {task!r} needs --data PATH (a local data directory)")
+    if task == "sst2":
+        return mdata.load_sst2(data_path, max_train=max_train, max_val=max_val)
+    if task == "ner":
+        splits = mdata.load_conll(data_path)
+    else:
+        splits = mdata.load_squad(data_path)
+        if not isinstance(splits, mdata.DatasetSplits):
+            raise ValueError(f"QA data {data_path} must be a directory with train.json and dev.json")
+    train = splits.train if max_train is None else _take(splits.train, max_train)
+    val = splits.validation if max_val is None else _take(splits.validation, max_val)
+    return mdata.DatasetSplits(train, val, splits.label_names)
+
+
+def _take(split, n):
+    if isinstance(split, list):
+        return split[:n]
+    return dataclasses.replace(split, sentences=split.sentences[:n], tags=split.tags[:n])
+
+
+def _tokenizer_texts(task: str, raw) -> list[str]:
+    if task == "ner":
+        return [" ".join(words) for words in raw.train.sentences]
+    if task == "qa":
+        return [t for ex in raw.train for t in (ex.question, ex.context)]
+    return list(raw.train.texts)
+
+
+def prepare_task(
+    task: str,
+    data_path: str | os.PathLike[str] | None = None,
+    *,
+    seed: int = 0,
+    vocab_size: int = 8000,
+    max_train: int | None = None,
+    max_val: int | None = None,
+    tokenizer_path: str | os.PathLike[str] | None = None,
+    buckets: Sequence[int] | None = None,
+) -> TaskData:
+    """Loads, tokenises and encodes a task's data.
+
+    The tokenizer is trained on the training split (nothing is downloaded),
+    or loaded from ``tokenizer_path`` when that file exists (a resumed run
+    reuses the tokenizer it saved).
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    raw = _load_raw(task, None if data_path is None else str(data_path), seed, max_train,
+                    max_val)
+    if tokenizer_path is not None and os.path.exists(tokenizer_path):
+        tokenizer = mdata.load_tokenizer(tokenizer_path)
+    else:
+        tokenizer = mdata.train_tokenizer(_tokenizer_texts(task, raw), vocab_size=vocab_size,
+                                          lowercase=task != "ner")
+    if task in ("synthetic", "sst2"):
+        kw = {} if buckets is None else {"buckets": tuple(buckets)}
+        train = mdata.encode_classification(tokenizer, raw.train, **kw)
+        val = mdata.encode_classification(tokenizer, raw.validation, **kw)
+        num_labels, val_raw = 2, raw.validation
+    elif task == "ner":
+        kw = {"buckets": tuple(buckets) if buckets else (16, 32, 64, 128, 256)}
+        train = mdata.encode_ner(tokenizer, raw.train, raw.label_names, **kw)
+        val = mdata.encode_ner(tokenizer, raw.validation, raw.label_names, **kw)
+        num_labels, val_raw = len(raw.label_names), raw.validation
+    else:
+        kw = {} if buckets is None else {"buckets": tuple(buckets)}
+        train = mdata.encode_qa(tokenizer, raw.train, **kw)
+        val = mdata.encode_qa(tokenizer, raw.validation, **kw)
+        num_labels, val_raw = 2, raw.validation
+    return TaskData(task, MODEL_TASK[task], num_labels, train, val, val_raw, tokenizer,
+                    MAIN_METRIC[task])
+
+
+def loss_fn(model_task: str) -> Callable:
+    """``(outputs, batch) -> (loss, metrics)`` for a model task (training)."""
+    if model_task == "classification":
+        return lambda logits, b: mmodels.classification_loss(logits, b["labels"], b.get("mask"))
+    if model_task == "token_classification":
+        return lambda logits, b: mmodels.token_classification_loss(logits, b["labels"])
+    if model_task == "qa":
+        return lambda out, b: mmodels.qa_loss(out[0], out[1], b["start_positions"],
+                                              b["end_positions"])
+    raise ValueError(f"unknown model task {model_task!r}")
+
+
+def _ce(logits, labels):
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    safe = jnp.clip(labels, 0, logits.shape[-1] - 1)
+    return -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
+
+
+def eval_outputs_fn(model_task: str) -> Callable:
+    """``(outputs, batch) -> {name: array}``: what the host evaluator needs."""
+    if model_task == "classification":
+        return lambda logits, b: {"pred": jnp.argmax(logits, -1),
+                                  "loss": _ce(logits, b["labels"])}
+    if model_task == "token_classification":
+        def ner(logits, b):
+            valid = b["labels"] != mmodels.IGNORE_INDEX
+            return {"pred": jnp.argmax(logits, -1),
+                    "loss_sum": jnp.sum(jnp.where(valid, _ce(logits, b["labels"]), 0.0), -1),
+                    "tokens": jnp.sum(valid, -1)}
+        return ner
+    if model_task == "qa":
+        return lambda out, b: {"start_logits": out[0], "end_logits": out[1],
+                               "loss": 0.5 * (_ce(out[0], b["start_positions"])
+                                              + _ce(out[1], b["end_positions"]))}
+    raise ValueError(f"unknown model task {model_task!r}")
+
+
+class Evaluator:
+    """Accumulates one model's eval outputs over a split and scores them exactly."""
+
+    def __init__(self, task: TaskData):
+        self.task = task
+        self.parts: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+
+    def add(self, batch: Mapping[str, np.ndarray], outputs: Mapping[str, Any]) -> None:
+        self.parts.append((dict(batch), {k: np.asarray(v) for k, v in outputs.items()}))
+
+    def result(self) -> dict[str, float]:
+        kind = self.task.model_task
+        if kind == "classification":
+            correct = total = loss = 0.0
+            for b, o in self.parts:
+                m = b["mask"]
+                correct += float(np.sum((o["pred"] == b["labels"]) * m))
+                loss += float(np.sum(o["loss"] * m))
+                total += float(np.sum(m))
+            return {"accuracy": correct / total, "loss": loss / total}
+        if kind == "token_classification":
+            true, pred, loss, tokens = [], [], 0.0, 0.0
+            gold = self.task.validation_raw.tags
+            for b, o in self.parts:
+                real = b["mask"] > 0
+                pred.extend(mdata.ner_predictions_to_tags(self.task.validation, b["example_index"],
+                                                          o["pred"]))
+                true.extend(list(gold[i]) for i in b["example_index"][real])
+                loss += float(np.sum(o["loss_sum"][real]))
+                tokens += float(np.sum(o["tokens"][real]))
+            scores = mdata.entity_f1(true, pred)
+            return {"f1": scores.f1, "precision": scores.precision, "recall": scores.recall,
+                    "loss": loss / max(tokens, 1.0)}
+        preds, refs, loss, total = [], [], 0.0, 0.0
+        examples = self.task.validation_raw
+        for b, o in self.parts:
+            real = b["mask"] > 0
+            preds.extend(mdata.qa_predictions_from_logits(
+                self.task.validation, b["example_index"], o["start_logits"], o["end_logits"]))
+            refs.extend(list(examples[i].answers) for i in b["example_index"][real])
+            loss += float(np.sum(o["loss"][real]))
+            total += float(np.sum(real))
+        scores = mdata.squad_exact_match_and_f1(preds, refs)
+        return {**scores, "loss": loss / total}
