@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 logger = logging.getLogger(__name__)
 
@@ -36,39 +37,55 @@ def train_tokenizer(
     min_frequency: int = 1,
     lowercase: bool = True,
 ) -> Tokenizer:
-    """Trains a BERT-style WordPiece tokenizer on ``texts``.
+    """Builds a BERT-style WordPiece tokenizer from ``texts``, deterministically.
 
-    The special tokens get the first ids: ``[PAD]`` = 0, ``[UNK]`` = 1,
-    ``[CLS]`` = 2, ``[SEP]`` = 3, ``[MASK]`` = 4. The tokenizer has no
-    post-processor, padding or truncation: the encoders in this package add
+    The vocabulary is: the special tokens (``[PAD]`` = 0, ``[UNK]`` = 1,
+    ``[CLS]`` = 2, ``[SEP]`` = 3, ``[MASK]`` = 4), then every character seen
+    (as a word start and as a ``##`` continuation), then whole words by
+    decreasing count (ties in alphabetical order) until ``vocab_size``. A word
+    outside the vocabulary is split greedily into the longest known pieces,
+    down to characters, so nothing becomes ``[UNK]`` that was seen in training.
+
+    Unlike ``tokenizers``' own WordPiece trainer, whose merges are broken by
+    hash order and differ from call to call, the same texts always give the
+    same ids, which exact resume and paired comparisons need. The tokenizer has
+    no post-processor, padding or truncation: the encoders in this package add
     ``[CLS]``/``[SEP]`` and pad themselves.
 
     Args:
         texts: Training sentences (any iterable; consumed once).
-        vocab_size: Maximum vocabulary size, special tokens included.
-        min_frequency: Minimum count for a merge to enter the vocabulary.
+        vocab_size: Maximum vocabulary size, special tokens included (the
+            characters are always kept, even beyond it).
+        min_frequency: Minimum count for a whole word to enter the vocabulary.
         lowercase: Whether to lowercase (and strip accents from) the input.
 
     Returns:
-        The trained tokenizer.
+        The tokenizer.
 
     Raises:
         ValueError: If ``vocab_size`` is too small to hold the special tokens.
     """
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must exceed {len(SPECIAL_TOKENS)}, got {vocab_size}")
-    tokenizer = Tokenizer(models.WordPiece(unk_token=UNK_TOKEN))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        words = pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
+        counts.update(word for word, _ in words)
+    chars = sorted({c for word in counts for c in word})
+    vocab: dict[str, int] = {}
+    for token in [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars)]:
+        vocab.setdefault(token, len(vocab))
+    for word, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size or count < min_frequency:
+            break
+        vocab.setdefault(word, len(vocab))
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token=UNK_TOKEN))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    logger.info("trained WordPiece tokenizer with %d tokens", tokenizer.get_vocab_size())
+    logger.info("built WordPiece tokenizer with %d tokens", tokenizer.get_vocab_size())
     return tokenizer
 
 

@@ -186,9 +186,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     final: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
 
+    consumed = batches.position  # data position of the last *completed* step
+
     def save(step):
-        ckpt.save(step, state, {"position": batches.position, "step": step,
-                                "config": config.to_dict()})
+        ckpt.save(step, state, {"position": consumed, "step": step, "config": config.to_dict()})
 
     def run_eval(step, epoch):
         nonlocal final
@@ -207,6 +208,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         while step < stop_at:
             batch = next(batches)
             state, step_metrics = train_step(state, batch)
+            consumed = batches.position
             pending.append(step_metrics)
             step += 1
             bar.update(1)
@@ -227,9 +229,13 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
                 save(step)
         save(step)
     except KeyboardInterrupt:
-        jax.block_until_ready(state)
         log.warning("interrupted at step %d: saving a checkpoint to resume from", step)
-        save(step)
+        try:
+            jax.block_until_ready(state)
+            save(step)
+        except Exception as err:  # noqa: BLE001 - e.g. interrupted while buffers were donated
+            log.error("could not save a checkpoint at step %d (%s); the previous checkpoint "
+                      "is kept", step, err)
         raise
     finally:
         bar.close()

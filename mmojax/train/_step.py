@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -125,7 +126,10 @@ def make_train_step(
 
     def train_step(state: TrainState, batch):
         rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
-        model_rngs = jax.random.split(step_rng, len(names))
+        # Each model's dropout stream depends only on its name, not on which
+        # other models train beside it, so a model trained alone and in a joint
+        # run (without sharing) sees the same randomness: comparisons are paired.
+        model_rngs = [jax.random.fold_in(step_rng, zlib.crc32(n.encode())) for n in names]
         losses, grads, finite, metrics = {}, {}, {}, {}
         for name, model_rng in zip(names, model_rngs):
             fns = models[name]

@@ -1,0 +1,181 @@
+"""Training end to end: one-jit step, non-finite handling, checkpoints, exact resume, CLI."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import mmojax
+from mmojax import data as mdata
+from mmojax import train as mtrain
+from mmojax.cli import main as cli_main
+
+
+def tiny_config(tmp_path, name="run", **kw):
+    base = dict(task="synthetic", preset="tiny", workdir=str(tmp_path / name), epochs=2,
+                batch_size=8, gradient_accumulation_steps=2, learning_rate=1e-3,
+                warmup_steps=2, sync_every=2, conv_window=3, conv_update_every=2,
+                max_train=64, max_val=24, log_every=3, progress=False)
+    base.update(kw)
+    return mtrain.TrainConfig(**base)
+
+
+def leaves_close(a, b, atol=1e-6):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=atol)
+
+
+def test_resume_is_exact(tmp_path):
+    k = 5  # odd: the split falls inside an accumulation window
+    full = mtrain.train(tiny_config(tmp_path, "full", max_steps=2 * k))
+    first = mtrain.train(tiny_config(tmp_path, "split", max_steps=k))
+    assert first.steps == k
+    # The two runs really differ before resuming ...
+    assert any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(first.state.params),
+                                                     jax.tree.leaves(full.state.params)))
+    resumed = mtrain.train(tiny_config(tmp_path, "split", max_steps=2 * k), resume=True)
+    assert resumed.steps == 2 * k
+    # ... and agree after: params, optimizer state, rng and counters.
+    leaves_close(resumed.state, full.state)
+
+
+def test_independent_joint_equals_models_trained_alone(tmp_path):
+    joint = mtrain.train(tiny_config(tmp_path, "joint", mode="independent", max_steps=4,
+                                     models=("bert", "gpt2")))
+    alone = mtrain.train(tiny_config(tmp_path, "alone", mode="independent", max_steps=4,
+                                     models=("gpt2",)))
+    leaves_close(joint.state.params["gpt2"], alone.state.params["gpt2"], atol=1e-6)
+
+
+def test_nonfinite_model_is_skipped_and_counted():
+    good = mtrain.ModelFns(lambda p, b, train, rng: b["x"] @ p["mlp"]["kernel"],
+                           lambda out, b: (jnp.mean((out - b["y"]) ** 2), {}))
+    bad = mtrain.ModelFns(lambda p, b, train, rng: b["x"] @ p["mlp"]["kernel"],
+                          lambda out, b: (jnp.mean(out) * jnp.nan, {}))
+    params = {"good": {"mlp": {"kernel": jnp.ones((3, 1))}},
+              "bad": {"mlp": {"kernel": jnp.ones((3, 1))}}}
+    tx = mmojax.multi_model_optimizer(learning_rate=0.1, warmup_steps=0, sync_every=1)
+    state = mtrain.init_train_state(params, tx, seed=0)
+    step = mtrain.make_train_step({"good": good, "bad": bad}, tx)
+    batch = {"x": jnp.ones((4, 3)), "y": jnp.zeros((4, 1))}
+    for _ in range(2):
+        state, metrics = step(state, batch)
+    np.testing.assert_array_equal(state.params["bad"]["mlp"]["kernel"], jnp.ones((3, 1)))
+    assert not np.allclose(state.params["good"]["mlp"]["kernel"], 1.0)
+    assert np.isfinite(np.asarray(state.params["good"]["mlp"]["kernel"])).all()
+    assert int(state.nonfinite["bad"]) == 2 and int(state.skipped["bad"]) == 2
+    assert int(state.nonfinite["good"]) == 0
+    assert not bool(metrics["bad"]["finite"]) and bool(metrics["good"]["finite"])
+
+
+def test_run_stops_on_persistent_nonfinite_and_checkpoints_finite_state(tmp_path):
+    config = tiny_config(tmp_path, "nan", learning_rate=1e30, warmup_steps=0, clip_norm=None,
+                         max_nonfinite=2, log_every=1, gradient_accumulation_steps=1)
+    with pytest.raises(mtrain.NonFiniteError, match="non-finite"):
+        mtrain.train(config)
+    assert (tmp_path / "nan" / "metrics.jsonl").read_text().count('"nonfinite"') >= 1
+    ckpt = mtrain.Checkpointer(tmp_path / "nan" / "checkpoints")
+    assert ckpt.steps()
+    ckpt.close()
+
+
+def test_step_compiles_once_per_bucket():
+    task = mtrain.prepare_task("synthetic", seed=0, max_train=128, max_val=16,
+                               buckets=(8, 16, 32))
+    from mmojax import models as mmodels
+    built = mmodels.build_models("bert,gpt2", preset="tiny", vocab_size=task.tokenizer.get_vocab_size(),
+                                 max_length=task.max_length, num_labels=2)
+    fns = {m: mtrain.ModelFns(b.apply_fn, mtrain._tasks.loss_fn("classification"))
+           for m, b in built.items()}
+    tx = mmojax.multi_model_optimizer(learning_rate=1e-3, warmup_steps=0)
+    traces = []
+    raw_step = mtrain.make_train_step(fns, tx, jit=False)
+    step = jax.jit(lambda s, b: (traces.append(b["input_ids"].shape), raw_step(s, b))[1],
+                   donate_argnums=0)
+    state = mtrain.init_train_state({m: b.params for m, b in built.items()}, tx, 0)
+    batches = mdata.BatchIterator(task.train, 4, seed=0)
+    widths = set()
+    for batch in batches.epoch_batches():
+        widths.add(batch["input_ids"].shape[1])
+        state, _ = step(state, batch)
+    assert widths <= {8, 16, 32}
+    assert len(traces) == len(widths)
+
+
+def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):
+    ckpt = mtrain.Checkpointer(tmp_path / "ck", keep=3)
+    state = {"w": np.arange(4.0), "n": np.int32(3)}
+    ckpt.save(1, state, {"position": {"epoch": 0, "index": 1}})
+    ckpt.save(2, {"w": np.arange(4.0) + 10, "n": np.int32(4)}, {"position": {"epoch": 0, "index": 2}})
+    # Corrupt every data file of the latest checkpoint.
+    for root, _, files in os.walk(tmp_path / "ck" / "2"):
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"garbage")
+    restored, meta, step = ckpt.restore(state)
+    assert step == 1 and meta["position"]["index"] == 1
+    np.testing.assert_array_equal(restored["w"], np.arange(4.0))
+    assert "not usable" in caplog.text
+    ckpt.close()
+
+
+def test_restore_with_wrong_structure_is_reported(tmp_path):
+    ckpt = mtrain.Checkpointer(tmp_path / "ck2")
+    ckpt.save(1, {"w": np.zeros(3)}, {})
+    with pytest.raises(mtrain.CheckpointError, match="expected"):
+        ckpt.restore({"w": np.zeros(5)})
+    ckpt.close()
+
+
+def test_interrupt_saves_and_resumes(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, "intr", max_steps=6)
+    real = mtrain._loop._step.make_train_step
+
+    def interrupting(*args, **kwargs):
+        step = real(*args, **kwargs)
+        calls = []
+
+        def wrapped(state, batch):
+            calls.append(1)
+            if len(calls) == 4:
+                raise KeyboardInterrupt
+            return step(state, batch)
+        return wrapped
+
+    monkeypatch.setattr(mtrain._loop._step, "make_train_step", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        mtrain.train(config)
+    monkeypatch.setattr(mtrain._loop._step, "make_train_step", real)
+    ckpt = mtrain.Checkpointer(tmp_path / "intr" / "checkpoints")
+    assert ckpt.steps() == [3]
+    ckpt.close()
+    resumed = mtrain.train(config, resume=True)
+    full = mtrain.train(tiny_config(tmp_path, "intr_full", max_steps=6))
+    leaves_close(resumed.state.params, full.state.params)
+
+
+def test_cli_train_and_errors(tmp_path, capsys):
+    code = cli_main(["train", "--task", "synthetic", "--preset", "tiny", "--workdir",
+                     str(tmp_path / "cli"), "--max-train", "32", "--max-val", "16",
+                     "--batch-size", "8", "--epochs", "1", "--no-progress", "--lr", "1e-3"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "accuracy" in out and "bert" in out and "roberta" in out and "loss.png" in out
+    assert os.path.exists(tmp_path / "cli" / "tokenizer.json")
+    code = cli_main(["train", "--task", "sst2", "--data", str(tmp_path / "missing"),
+                     "--workdir", str(tmp_path / "bad"), "--no-progress"])
+    assert code == 2 and "missing" in capsys.readouterr().err
+    code = cli_main(["train", "--alpha", "2", "--workdir", str(tmp_path / "bad2")])
+    assert code == 2 and "alpha must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_train_config_validation():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        mtrain.TrainConfig(mode="fast")
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+        mtrain.TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="unknown config fields"):
+        mtrain.TrainConfig.from_dict({"epochz": 1})
