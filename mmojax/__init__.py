@@ -9,6 +9,11 @@ from mmojax._accumulate import AccumulateState as AccumulateState
 from mmojax._accumulate import ClipByModelNormState as ClipByModelNormState
 from mmojax._accumulate import accumulate_gradients as accumulate_gradients
 from mmojax._accumulate import clip_by_model_global_norm as clip_by_model_global_norm
+from mmojax._align import DEFAULT_ALIGN_RULES as DEFAULT_ALIGN_RULES
+from mmojax._align import AlignRule as AlignRule
+from mmojax._align import Alignment as Alignment
+from mmojax._align import ParamView as ParamView
+from mmojax._align import align_parameters as align_parameters
 from mmojax._classify import DEFAULT_RULES as DEFAULT_RULES
 from mmojax._classify import PARAM_TYPES as PARAM_TYPES
 from mmojax._classify import ParamKey as ParamKey
@@ -19,7 +24,9 @@ from mmojax._optimizer import MultiModelOptimizerState as MultiModelOptimizerSta
 from mmojax._optimizer import convergence_rates as convergence_rates
 from mmojax._optimizer import learning_rates as learning_rates
 from mmojax._optimizer import multi_model_optimizer as multi_model_optimizer
+from mmojax._plan import GROUPINGS as GROUPINGS
 from mmojax._plan import SharingPlan as SharingPlan
+from mmojax._plan import depth_pairing as depth_pairing
 from mmojax._plan import sharing_plan as sharing_plan
 from mmojax._schedule import ModelLearningRateState as ModelLearningRateState
 from mmojax._schedule import scale_by_model_learning_rate as scale_by_model_learning_rate
@@ -32,21 +39,28 @@ from mmojax._sync import sync_parameters as sync_parameters
 __version__ = "0.1.0"
 
 __all__ = (
+    "DEFAULT_ALIGN_RULES",
     "DEFAULT_RULES",
+    "GROUPINGS",
     "PARAM_TYPES",
     "AccumulateState",
+    "AlignRule",
+    "Alignment",
     "ClipByModelNormState",
     "ConvergenceState",
     "ModelLearningRateState",
     "MultiModelOptimizerState",
     "ParamKey",
+    "ParamView",
     "ShareGradientsState",
     "SharingPlan",
     "SyncState",
     "accumulate_gradients",
+    "align_parameters",
     "classify_parameters",
     "clip_by_model_global_norm",
     "convergence_rates",
+    "depth_pairing",
     "learning_rates",
     "multi_model_optimizer",
     "scale_by_convergence",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import optax
 
-from mmojax import _accumulate, _convergence, _pool, _schedule, _sharing, _sync
+from mmojax import _accumulate, _align, _convergence, _pool, _schedule, _sharing, _sync
 
 
 class MultiModelOptimizerState(NamedTuple):
@@ -61,6 +61,8 @@ def multi_model_optimizer(
     adaptive: bool = True,
     reduction: str = "mean",
     labels: Any = None,
+    grouping: str = "type_shape",
+    align_rules: Sequence[_align.AlignRule] | None = None,
     convergence_window: int = 100,
     convergence_update_every: int = 50,
     convergence_ema: float = 0.9,
@@ -114,6 +116,11 @@ def multi_model_optimizer(
       adaptive: scale each model's rate by its convergence factor.
       reduction: gradient pool reduction, ``"mean"`` or ``"sum"``.
       labels: the sharing labels (see :func:`share_gradients`).
+      grouping: which parameters share and sync: ``"type_shape"`` (the
+        paper's (type, shape) keys, default), ``"role"`` or ``"role_depth"``
+        (canonical views that correspond; see :func:`sharing_plan`).
+      align_rules: the :class:`AlignRule` s of the role groupings (``None``:
+        :data:`DEFAULT_ALIGN_RULES`).
       convergence_window, convergence_update_every, convergence_ema,
       min_conv_scale, max_conv_scale: :func:`scale_by_convergence` settings.
       weight_decay_mask: as in ``optax.adamw``.
@@ -148,10 +155,11 @@ def multi_model_optimizer(
     )
     off = optax.identity()
     # Validated even when disabled, so a bad `sync_every` is reported.
-    sync = _sync.sync_parameters(beta, sync_every, model_weights, labels)
+    sync = _sync.sync_parameters(beta, sync_every, model_weights, labels, grouping, align_rules)
     stages = {
         "clip": off if clip_norm is None else _accumulate.clip_by_model_global_norm(clip_norm),
-        "share": _sharing.share_gradients(alpha, model_weights, labels, reduction),
+        "share": _sharing.share_gradients(alpha, model_weights, labels, reduction, grouping,
+                                          align_rules),
         "adam": optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype),
         "weight_decay": (optax.add_decayed_weights(weight_decay, weight_decay_mask)
                          if weight_decay else off),

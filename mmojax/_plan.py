@@ -1,34 +1,112 @@
-"""The static sharing plan: which leaves pool with which.
+"""The static sharing plan: which leaves (or views of leaves) pool with which.
 
-Group membership depends only on the tree structure, the leaf shapes and the
-labels, so it is computed once, in Python, outside ``jit``; the jitted code only
-gathers leaves by the plan's indices, pools them and scatters the result back.
+Group membership depends only on the tree structure, the leaf shapes, the
+labels and the alignment, so it is computed once, in Python, outside ``jit``;
+the jitted code only gathers members by the plan's indices and index maps,
+pools them and scatters the result back.
+
+Three groupings:
+
+- ``"type_shape"`` (the paper): leaves with one ``(label, shape)`` pool, the
+  leaves of one model included.
+- ``"role"``: canonical views (:func:`align_parameters`) with one
+  ``(role, kind, canonical shape)`` pool *across models*: each member pools
+  with itself and the other models' members, never with another member of its
+  own model.
+- ``"role_depth"``: as ``"role"``, and layers are paired by relative depth
+  (:func:`depth_pairing`): on the grid of the shallowest model of the group,
+  each slot takes from every model its nearest layer.
+
+Under both role groupings, leaves that match no alignment rule fall back to
+``"type_shape"`` among themselves, with a logged warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
-from mmojax import _classify, _tree
+from mmojax import _align, _classify, _tree, _views
+from mmojax._views import IndexMap
+
+GROUPINGS = ("type_shape", "role", "role_depth")
+
+logger = logging.getLogger(__name__)
+
+
+def check_grouping(grouping: str) -> None:
+    """Raises ``ValueError`` unless ``grouping`` is one of :data:`GROUPINGS`."""
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-    """One leaf taking part in a group."""
+    """One leaf, or one view of a leaf, taking part in a group.
+
+    Attributes:
+      model: the model's name.
+      path: the leaf's path inside the model.
+      index: position of the leaf in the flattened multi-model tree.
+      view: the index map of the view (``None``: the whole leaf as stored).
+      layer: the view's layer index (``None``: none, or type_shape grouping).
+    """
 
     model: str
     path: str
-    index: int  # position in the flattened multi-model tree
+    index: int
+    view: IndexMap | None = None
+    layer: int | None = None
+
+    @property
+    def name(self) -> str:
+        """``model/path`` and the view: ``gpt2/transformer/h/0/attn/c_attn/kernel[q].T``."""
+        return f"{self.model}/{self.path}{'' if self.view is None else self.view}"
+
+    def take(self, leaf: Any) -> Any:
+        """This member's view of ``leaf`` (the flattened tree's leaf ``index``)."""
+        return _views.gather(leaf, self.view)
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewKey:
+    """The key of a group under ``"role"`` / ``"role_depth"`` grouping.
+
+    Attributes:
+      role: the views' role.
+      kind: the views' kind (kernel, bias, scale, embedding...).
+      shape: the canonical shape.
+      depth: ``(slot, grid)`` under ``"role_depth"`` for layered views.
+    """
+
+    role: str
+    kind: str
+    shape: tuple[int, ...]
+    depth: tuple[int, int] | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.role}.{self.kind}{tuple(self.shape)}"
+        return text if self.depth is None else f"{text} @{self.depth[0]}/{self.depth[1]}"
 
 
 @dataclasses.dataclass(frozen=True)
 class Group:
-    """The leaves sharing one key."""
+    """The members sharing one key.
+
+    Attributes:
+      key: the group's key (a label such as ``ParamKey``, or a :class:`ViewKey`).
+      shape: the members' (canonical) shape.
+      members: the members, in flattened-tree order.
+      within_model: whether members of one model pool with each other (the
+        paper's ``"type_shape"``). When ``False`` each member pools with itself
+        and the members of the *other* models only.
+    """
 
     key: Any
     shape: tuple[int, ...]
     members: tuple[Member, ...]
+    within_model: bool = True
 
     @property
     def size(self) -> int:
@@ -49,21 +127,47 @@ class Group:
         return len(self.models) >= 2
 
 
+def _models_column(group: Group) -> str:
+    per_model: dict[str, list[Member]] = {}
+    for member in group.members:
+        per_model.setdefault(member.model, []).append(member)
+    cells = []
+    for model, members in per_model.items():
+        if len(members) == 1 and members[0].layer is not None:
+            cells.append(f"{model} L{members[0].layer}")
+        else:
+            cells.append(f"{model} x{len(members)}")
+    return ", ".join(cells)
+
+
+def _some(names: tuple[str, ...], limit: int = 20) -> str:
+    more = f" ... and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 @dataclasses.dataclass(frozen=True)
 class SharingPlan:
-    """Which leaves of a multi-model tree share with which.
+    """Which leaves (or views of leaves) of a multi-model tree share with which.
 
     Attributes:
       models: model names, in tree order.
       groups: every key, in order of first appearance, with its members.
       model_sizes: total parameter count per model.
       num_leaves: number of leaves in the flattened tree.
+      grouping: the grouping strategy (one of :data:`GROUPINGS`).
+      unmatched: under role groupings, ``model/path`` of the leaves no
+        alignment rule matched (grouped by ``(type, shape)`` among themselves).
+      unpaired: under ``"role_depth"``, the views of layers that no slot of
+        the depth grid picked (they share nothing).
     """
 
     models: tuple[str, ...]
     groups: tuple[Group, ...]
     model_sizes: dict[str, int]
     num_leaves: int
+    grouping: str = "type_shape"
+    unmatched: tuple[str, ...] = ()
+    unpaired: tuple[str, ...] = ()
 
     @property
     def shared_groups(self) -> tuple[Group, ...]:
@@ -82,50 +186,174 @@ class SharingPlan:
     def __str__(self) -> str:
         rows = [("key", "members", "elements", "models")]
         for group in self.shared_groups:
-            counts = {}
-            for member in group.members:
-                counts[member.model] = counts.get(member.model, 0) + 1
-            rows.append((
-                str(group.key),
-                str(len(group.members)),
-                f"{group.size * len(group.members):,}",
-                ", ".join(f"{m} x{c}" for m, c in counts.items()),
-            ))
+            rows.append((str(group.key), str(len(group.members)),
+                         f"{group.size * len(group.members):,}", _models_column(group)))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append("")
-        lines.append(f"{len(self.shared_groups)} shared keys; {len(self.groups)} keys in all")
+        lines.append(f"{len(self.shared_groups)} shared groups; {len(self.groups)} groups in all "
+                     f"(grouping {self.grouping!r})")
         for model, frac in self.coverage().items():
             lines.append(
                 f"  {model}: {frac:6.1%} of {self.model_sizes[model]:,} parameters shared"
             )
+        if self.unmatched:
+            lines.append(f"unmatched, grouped by (type, shape): {_some(self.unmatched)}")
+        if self.unpaired:
+            counts: dict[str, int] = {}
+            for name in self.unpaired:
+                model, _, _ = name.partition("/")
+                counts[model] = counts.get(model, 0) + 1
+            lines.append("unpaired layer views (not shared): " + ", ".join(
+                f"{model} x{count}" for model, count in counts.items()) + " (plan.unpaired)")
         return "\n".join(lines)
 
     def describe(self) -> str:
-        """Every shared key with its member paths (longer than ``str``)."""
+        """Every shared key with its member leaves or views (longer than ``str``)."""
         lines = []
         for group in self.shared_groups:
             lines.append(f"{group.key}:")
-            lines.extend(f"  {m.model}/{m.path}" for m in group.members)
+            lines.extend(f"  {m.name}" for m in group.members)
         return "\n".join(lines)
 
 
-def sharing_plan(params: Any, labels: Any = None) -> SharingPlan:
+def depth_pairing(num_layers: int, grid: int) -> dict[int, int]:
+    r"""Which layer of an ``num_layers``-layer model sits at each slot of a depth grid.
+
+    Layer :math:`i` of an :math:`L`-layer model sits at relative depth
+    :math:`(i + \tfrac12)/L`; slot :math:`j` of a grid of :math:`G \le L`
+    slots at :math:`(j + \tfrac12)/G`. Each slot takes the layer nearest to it
+    (ties: the shallower layer). For :math:`G \le L` the slots take distinct
+    layers; the other :math:`L - G` layers are left out.
+
+    Args:
+      num_layers: the model's number of layers :math:`L`.
+      grid: the number of slots :math:`G` (the shallowest model's depth).
+
+    Returns:
+      ``{layer: slot}`` for the layers some slot takes.
+
+    Examples:
+      >>> depth_pairing(3, 2)   # slots at 1/4, 3/4; layers at 1/6, 1/2, 5/6
+      {0: 0, 2: 1}
+      >>> depth_pairing(2, 2)
+      {0: 0, 1: 1}
+    """
+    pairs = {}
+    for slot in range(grid):
+        # |(i + 1/2)/L - (j + 1/2)/G| * 2 L G, in integers: no float ties.
+        layer = min(range(num_layers),
+                    key=lambda i: (abs((2 * i + 1) * grid - (2 * slot + 1) * num_layers), i))
+        pairs[layer] = slot
+    return pairs
+
+
+def _type_shape_groups(leaves, flat_labels, indices) -> list[Group]:
+    by_key: dict[Any, list[Member]] = {}
+    for index in indices:
+        leaf = leaves[index]
+        by_key.setdefault((flat_labels[index], leaf.shape), []).append(
+            Member(leaf.model, leaf.path, index))
+    return [Group(key=label, shape=shape, members=tuple(members))
+            for (label, shape), members in by_key.items()]
+
+
+def _view_groups(views, by_depth: bool) -> tuple[list[Group], list[str]]:
+    grids: dict[tuple, int] = {}
+    if by_depth:
+        for v in views:
+            if v.layer is not None:
+                k = (v.role, v.kind, v.shape)
+                grids[k] = min(grids.get(k, v.num_layers), v.num_layers)
+    by_key: dict[ViewKey, list[Member]] = {}
+    unpaired = []
+    for v in views:
+        depth = None
+        if by_depth and v.layer is not None:
+            grid = grids[(v.role, v.kind, v.shape)]
+            slot = depth_pairing(v.num_layers, grid).get(v.layer)
+            if slot is None:
+                unpaired.append(v.name)
+                continue
+            depth = (slot, grid)
+        view = None if v.index_map.is_identity else v.index_map
+        by_key.setdefault(ViewKey(v.role, v.kind, v.shape, depth), []).append(
+            Member(v.model, v.path, v.index, view, v.layer))
+    groups = [Group(key=k, shape=k.shape, members=tuple(ms), within_model=True)
+              for k, ms in by_key.items()]
+    return sorted(groups, key=_forward_order), unpaired
+
+
+_KIND_ORDER = {"kernel": 0, "embedding": 0, "scale": 1, "bias": 2}
+
+
+def _forward_order(group: Group):
+    """Embeddings, then the layers slot by slot (q, k, v, out, norm, mlp...), then heads."""
+    key = group.key
+    n = len(_align.ROLES)
+    rank = _align.ROLES.index(key.role) if key.role in _align.ROLES else n
+    layered = any(m.layer is not None for m in group.members)
+    section = 1 if layered else (0 if rank < _align.ROLES.index("attn.q") else 2)
+    slot = key.depth[0] if key.depth else 0
+    return section, slot, rank, _KIND_ORDER.get(key.kind, 3), key.kind
+
+
+def make_plan(params: Any, labels: Any = None, grouping: str = "type_shape",
+              align_rules: Any = None, warn: bool = True) -> SharingPlan:
+    """:func:`sharing_plan`, with the fallback warning optional (off inside ``update``)."""
+    check_grouping(grouping)
+    models = _tree.check_multi_model_tree(params)
+    leaves, _ = _tree.flatten_leaves(params)
+    flat_labels = _classify.resolve_labels(params, labels)
+    sizes = dict.fromkeys(models, 0)
+    for leaf in leaves:
+        sizes[leaf.model] += leaf.size
+    if grouping == "type_shape":
+        groups = _type_shape_groups(leaves, flat_labels, range(len(leaves)))
+        return SharingPlan(models, tuple(groups), sizes, len(leaves))
+    alignment = _align.align_parameters(params, align_rules)
+    groups, unpaired = _view_groups(alignment.views, by_depth=grouping == "role_depth")
+    groups += _type_shape_groups(leaves, flat_labels, alignment.unmatched_indices)
+    if alignment.unmatched and warn:
+        logger.warning(
+            "grouping %r: %d leaves match no alignment rule and fall back to (type, shape) "
+            "grouping among themselves: %s", grouping, len(alignment.unmatched),
+            _some(alignment.unmatched))
+    return SharingPlan(models, tuple(groups), sizes, len(leaves), grouping,
+                       alignment.unmatched, tuple(unpaired))
+
+
+def sharing_plan(params: Any, labels: Any = None, grouping: str = "type_shape",
+                 align_rules: Any = None) -> SharingPlan:
     """Builds the static :class:`SharingPlan` of a multi-model tree.
 
-    Leaves are grouped by ``(label, shape)``; a group shares when its members
-    come from at least two models (sharing is between models, so a single model
-    is left alone). With the default labels (``classify_parameters``) this is
-    the paper's (type, shape) grouping.
+    A group shares when its members come from at least two models (sharing is
+    between models, so a single model is left alone).
+
+    - ``"type_shape"`` (default, the paper): leaves are grouped by
+      ``(label, shape)``, labels from ``classify_parameters`` unless given.
+    - ``"role"``: canonical views (:func:`align_parameters` with
+      ``align_rules``) are grouped by ``(role, kind, canonical shape)``; a
+      member pools with itself and the other models' members only.
+    - ``"role_depth"``: ``"role"`` plus the layer, paired by relative depth
+      (:func:`depth_pairing` on the grid of the group's shallowest model);
+      layers no slot picks are listed in ``plan.unpaired`` and share nothing.
+
+    Under the role groupings, leaves no rule matches are grouped by
+    ``(label, shape)`` among themselves and a warning names them.
 
     Args:
       params: ``{model_name: params_pytree}`` of arrays or ``ShapeDtypeStruct``.
       labels: ``None`` for :func:`classify_parameters`, a label tree with the
         structure of ``params``, or a callable ``params -> label tree``.
+      grouping: ``"type_shape"``, ``"role"`` or ``"role_depth"``.
+      align_rules: ordered :class:`AlignRule` s for the role groupings
+        (``None``: :data:`DEFAULT_ALIGN_RULES`).
 
     Returns:
-      The plan. ``str(plan)`` is a readable table.
+      The plan. ``str(plan)`` is a readable table, ``plan.describe()`` lists
+      every member leaf or view.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -136,21 +364,13 @@ def sharing_plan(params: Any, labels: Any = None) -> SharingPlan:
       [('ffn(4, 4)', 2)]
       >>> plan.coverage()
       {'a': 1.0, 'b': 1.0}
+      >>> gpt2 = {"h": {"0": {"mlp": {"c_fc": {"kernel": jnp.zeros((8, 2))}}}}}
+      >>> bert = {"encoder": {"layer": {"0": {"intermediate": {"dense": {
+      ...     "kernel": jnp.zeros((2, 8))}}}}}}
+      >>> plan = sharing_plan({"bert": bert, "gpt2": gpt2}, grouping="role")
+      >>> print(plan.describe())
+      mlp.up.kernel(2, 8):
+        bert/encoder/layer/0/intermediate/dense/kernel
+        gpt2/h/0/mlp/c_fc/kernel.T
     """
-    models = _tree.check_multi_model_tree(params)
-    leaves, _ = _tree.flatten_leaves(params)
-    flat_labels = _classify.resolve_labels(params, labels)
-    by_key: dict[Any, list[Member]] = {}
-    shapes: dict[Any, tuple[int, ...]] = {}
-    for index, (leaf, label) in enumerate(zip(leaves, flat_labels)):
-        key = (label, leaf.shape)
-        by_key.setdefault(key, []).append(Member(leaf.model, leaf.path, index))
-        shapes[key] = leaf.shape
-    groups = tuple(
-        Group(key=label, shape=shapes[(label, shape)], members=tuple(members))
-        for (label, shape), members in by_key.items()
-    )
-    sizes = dict.fromkeys(models, 0)
-    for leaf in leaves:
-        sizes[leaf.model] += leaf.size
-    return SharingPlan(models=models, groups=groups, model_sizes=sizes, num_leaves=len(leaves))
+    return make_plan(params, labels, grouping, align_rules, warn=True)

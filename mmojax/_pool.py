@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from mmojax import _plan
+from mmojax import _plan, _views
 
 
 def check_weight_values(model_weights: Mapping[str, float] | None) -> None:
@@ -86,6 +86,66 @@ def group_pool(xs: Sequence[Any], ws: Sequence[float], reduction: str = "mean"):
     return pool
 
 
+class PoolRecipe(NamedTuple):
+    r"""How the pool of each member of one group is formed (static).
+
+    Member :math:`p` of model :math:`m(p)` pools the members :math:`S(p)`:
+    all of the group when it pools ``within_model`` or has at most one member
+    per model; otherwise :math:`p` itself and the other models' members.
+    The pool is a weighted sum over ``buffers[reads[p]]`` (shared by every
+    member that reads it), plus :math:`w_p x_p` when ``adds_self[p]``,
+    divided by ``totals[p]`` (:math:`\sum_{q \in S(p)} w_q`) for ``"mean"``.
+
+    A group has one buffer, except that under leave-own-model-out pooling a
+    model with several members in the group reads one buffer of its own (the
+    other models' sum).
+    """
+
+    buffers: tuple[tuple[int, ...], ...]
+    reads: tuple[int, ...]
+    adds_self: tuple[bool, ...]
+    totals: tuple[float, ...]
+
+
+def pool_recipe(group: _plan.Group, weights: Mapping[str, float]) -> PoolRecipe:
+    """The static :class:`PoolRecipe` of ``group`` under normalised ``weights``."""
+    models = [m.model for m in group.members]
+    ws = [weights[m] for m in models]
+    everyone = tuple(range(len(models)))
+    if group.within_model or len(set(models)) == len(models):
+        return PoolRecipe((everyone,), (0,) * len(models), (False,) * len(models),
+                          (sum(ws),) * len(models))
+    buffers: list[tuple[int, ...]] = []
+    reads, adds_self, totals = [], [], []
+    for p, model in enumerate(models):
+        alone = models.count(model) == 1
+        pooled = everyone if alone else tuple(q for q in everyone if models[q] != model)
+        if pooled not in buffers:
+            buffers.append(pooled)
+        reads.append(buffers.index(pooled))
+        adds_self.append(not alone)
+        totals.append(sum(ws[q] for q in pooled) + (0.0 if alone else ws[p]))
+    return PoolRecipe(tuple(buffers), tuple(reads), tuple(adds_self), tuple(totals))
+
+
+def pool_buffers(xs: Sequence[Any], ws: Sequence[float], recipe: PoolRecipe) -> list[Any]:
+    """The weighted sums :math:`\\sum_q w_q x_q` of ``recipe.buffers``, in at least float32."""
+    acc_dtype = jnp.result_type(*(x.dtype for x in xs), jnp.float32)
+    return [sum(ws[q] * xs[q].astype(acc_dtype) for q in buffer) for buffer in recipe.buffers]
+
+
+def member_pool(buffers: Sequence[Any], recipe: PoolRecipe, p: int, x: Any, w: float,
+                reduction: str = "mean"):
+    """The pool of member ``p`` (value ``x``, weight ``w``) from its group's buffers."""
+    pool = buffers[recipe.reads[p]]
+    if recipe.adds_self[p]:
+        pool = pool + w * x.astype(pool.dtype)
+    if reduction == "mean":
+        total = recipe.totals[p]
+        pool = pool / total if total > 0 else jnp.zeros_like(pool)
+    return pool
+
+
 def mix_groups(
     flat: list[Any],
     plan: _plan.SharingPlan,
@@ -95,9 +155,11 @@ def mix_groups(
 ) -> list[Any]:
     r"""Mixes each shared group's members towards their weighted pool.
 
-    For a group with members :math:`x_j` of models :math:`m(j)` and pool
-    :math:`P` (:func:`group_pool`), :math:`x_j \leftarrow (1 - c)\, x_j + c\, P`,
-    computed in at least float32 and cast back to each member's dtype.
+    For a member :math:`x_p` (a leaf, or a view of one) with pool :math:`P_p`
+    (:class:`PoolRecipe`), :math:`x_p \leftarrow (1 - c)\, x_p + c\, P_p`,
+    computed in at least float32 and cast back to the member's dtype. Views
+    are gathered and scattered back by the plan's static index maps, so the
+    parts of a leaf outside every shared view keep their values exactly.
 
     Args:
       flat: the flattened multi-model leaves (not modified).
@@ -109,11 +171,17 @@ def mix_groups(
     Returns:
       A new flat list with the members replaced.
     """
-    out = list(flat)
+    parts: dict[int, list] = {}
     for group in plan.shared_groups:
-        xs = [flat[m.index] for m in group.members]
-        pool = group_pool(xs, [weights[m.model] for m in group.members], reduction)
-        for member, x in zip(group.members, xs):
+        xs = [m.take(flat[m.index]) for m in group.members]
+        ws = [weights[m.model] for m in group.members]
+        recipe = pool_recipe(group, weights)
+        buffers = pool_buffers(xs, ws, recipe)
+        for p, (member, x) in enumerate(zip(group.members, xs)):
+            pool = member_pool(buffers, recipe, p, x, ws[p], reduction)
             mixed = (1.0 - coef) * x.astype(pool.dtype) + coef * pool
-            out[member.index] = mixed.astype(x.dtype)
+            parts.setdefault(member.index, []).append((member.view, mixed.astype(x.dtype)))
+    out = list(flat)
+    for index, leaf_parts in parts.items():
+        out[index] = _views.scatter(flat[index], leaf_parts)
     return out

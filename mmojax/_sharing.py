@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import optax
 
-from mmojax import _plan, _pool, _tree
+from mmojax import _align, _plan, _pool, _tree
 
 REDUCTIONS = ("mean", "sum")
 
@@ -22,6 +22,8 @@ def share_gradients(
     model_weights: Mapping[str, float] | None = None,
     labels: Any = None,
     reduction: str = "mean",
+    grouping: str = "type_shape",
+    align_rules: Sequence[_align.AlignRule] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Pools the gradients of compatible leaves across models (Algorithm 1).
 
@@ -33,6 +35,14 @@ def share_gradients(
       \quad (\text{mean; "sum" omits the division}),
       \qquad \nabla p \leftarrow (1 - \alpha)\, \nabla p + \alpha\, G_k .
 
+    The members are the leaves of one ``(label, shape)`` under ``grouping=
+    "type_shape"`` (the paper), or canonical *views* of leaves under
+    ``"role"`` / ``"role_depth"`` (see :func:`sharing_plan`): a transposed
+    kernel, one slice of a fused QKV leaf. There the sum runs over :math:`p`
+    itself and the *other* models' members of :math:`k` (a model never pools
+    two of its own leaves), and the mixed views are scattered back into their
+    leaves exactly.
+
     ``"mean"`` keeps the pooled gradient on the scale of one member whatever
     the number of members; ``"sum"`` is the paper's literal sum. Keys with
     members in a single model are left untouched, so one model alone is an
@@ -43,8 +53,12 @@ def share_gradients(
       model_weights: ``{model_name: weight}``, default all 1.0; normalised to
         sum to 1 over the models of the tree.
       labels: ``None`` (``classify_parameters``), a label tree or a callable
-        ``params -> label tree``; leaves sharing ``(label, shape)`` pool.
+        ``params -> label tree``; leaves sharing ``(label, shape)`` pool
+        (under the role groupings: only the leaves no alignment rule matches).
       reduction: ``"mean"`` or ``"sum"``.
+      grouping: ``"type_shape"`` (default), ``"role"`` or ``"role_depth"``.
+      align_rules: the :class:`AlignRule` s of the role groupings (``None``:
+        :data:`DEFAULT_ALIGN_RULES`).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -61,18 +75,21 @@ def share_gradients(
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     _pool.check_weight_values(model_weights)
+    _plan.check_grouping(grouping)
+    align_rules = _align.check_rules(align_rules)
 
     def init_fn(params):
         models = _tree.check_multi_model_tree(params)
         _pool.normalized_weights(model_weights, models)
-        _plan.sharing_plan(params, labels)  # fail early on bad labels
+        # Fails early on bad labels or rules, and warns about unmatched leaves once.
+        _plan.sharing_plan(params, labels, grouping, align_rules)
         return ShareGradientsState()
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         if alpha == 0:
             return updates, state
-        plan = _plan.sharing_plan(updates, labels)
+        plan = _plan.make_plan(updates, labels, grouping, align_rules, warn=False)
         if not plan.shared_groups:
             return updates, state
         weights = _pool.normalized_weights(model_weights, plan.models)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from mmojax import _plan, _pool, _tree
+from mmojax import _align, _plan, _pool, _tree, _views
 
 
 class SyncState(NamedTuple):
@@ -28,6 +28,8 @@ def sync_parameters(
     every: int = 10,
     model_weights: Mapping[str, float] | None = None,
     labels: Any = None,
+    grouping: str = "type_shape",
+    align_rules: Sequence[_align.AlignRule] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Every ``every`` updates, moves compatible parameters towards their average.
 
@@ -42,7 +44,11 @@ def sync_parameters(
 
     Like ``optax.lookahead`` the move is expressed as a returned update, never
     a write to ``params``: :math:`p_{\text{new}} - p = u + \beta(\bar p_k - \tilde p)`,
-    so ``optax.apply_updates(params, out)`` gives :math:`p_{\text{new}}`. The
+    so ``optax.apply_updates(params, out)`` gives :math:`p_{\text{new}}`.
+    Under ``grouping="role"`` / ``"role_depth"`` the members are canonical
+    views of leaves (see :func:`sharing_plan`), the average of :math:`p` runs
+    over :math:`p` itself and the other models' members, and the move is
+    computed on the views and scattered back into the leaves exactly. The
     incoming updates must be final (already scaled by the learning rate), so
     this must be the **last** transformation of a chain.
 
@@ -51,6 +57,8 @@ def sync_parameters(
       every: synchronise every this many updates (the paper: 10); 0 disables.
       model_weights: ``{model_name: weight}``, default equal, normalised.
       labels: as in :func:`share_gradients`.
+      grouping: ``"type_shape"`` (default), ``"role"`` or ``"role_depth"``.
+      align_rules: as in :func:`share_gradients`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose ``update`` needs
@@ -71,11 +79,13 @@ def sync_parameters(
         raise ValueError(f"every must be an integer >= 0, got {every!r}")
     every = int(every)
     _pool.check_weight_values(model_weights)
+    _plan.check_grouping(grouping)
+    align_rules = _align.check_rules(align_rules)
 
     def init_fn(params):
         models = _tree.check_multi_model_tree(params)
         _pool.normalized_weights(model_weights, models)
-        _plan.sharing_plan(params, labels)
+        _plan.sharing_plan(params, labels, grouping, align_rules)
         return SyncState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -85,39 +95,50 @@ def sync_parameters(
             return updates, SyncState(count)
         if params is None:
             raise ValueError("sync_parameters needs params: call update(updates, state, params)")
-        plan = _plan.sharing_plan(params, labels)
+        plan = _plan.make_plan(params, labels, grouping, align_rules, warn=False)
         if not plan.shared_groups:
             return updates, SyncState(count)
         weights = _pool.normalized_weights(model_weights, plan.models)
 
-        # Only the per-key averages go through the `cond` (one buffer per key,
-        # zeros off-sync); the move itself is an elementwise expression that XLA
-        # fuses into `apply_updates`, so off-sync steps cost almost nothing:
-        #   u' = u + s (avg_k - (p + u)),  s = beta on sync steps, 0 otherwise.
+        # Only the pool buffers go through the `cond` (one per group, or one per
+        # model with several members under leave-own-model-out pooling; zeros
+        # off-sync); the move itself is an elementwise expression on the views
+        # that XLA fuses into `apply_updates`, so off-sync steps cost almost nothing:
+        #   u' = u + s (avg - (p + u)),  s = beta on sync steps, 0 otherwise,
+        # and u' = u exactly off-sync, in every view and outside them.
         flat_u, treedef = jax.tree_util.tree_flatten(updates)
         flat_p = treedef.flatten_up_to(params)
         flat_u = jax.lax.optimization_barrier(flat_u)
         groups = plan.shared_groups
+        recipes = [_pool.pool_recipe(g, weights) for g in groups]
+        views_u = [[m.take(flat_u[m.index]) for m in g.members] for g in groups]
+        views_p = [[m.take(flat_p[m.index]) for m in g.members] for g in groups]
+        ws = [[weights[m.model] for m in g.members] for g in groups]
 
         def averages(_):
             return [
-                _pool.group_pool([flat_p[m.index] + flat_u[m.index] for m in g.members],
-                                 [weights[m.model] for m in g.members])
-                for g in groups
+                _pool.pool_buffers([p + u for p, u in zip(gp, gu)], gw, recipe)
+                for gp, gu, gw, recipe in zip(views_p, views_u, ws, recipes)
             ]
 
         def no_averages(_):
-            return [jnp.zeros(out.shape, out.dtype) for out in jax.eval_shape(averages, None)]
+            return jax.tree.map(lambda out: jnp.zeros(out.shape, out.dtype),
+                                jax.eval_shape(averages, None))
 
         is_sync = count % every == 0
-        avgs = jax.lax.cond(is_sync, averages, no_averages, None)
+        buffers = jax.lax.cond(is_sync, averages, no_averages, None)
         step = jnp.where(is_sync, beta, 0.0).astype(jnp.float32)
-        out = list(flat_u)
-        for group, avg in zip(groups, avgs):
-            for m in group.members:
-                u, p = flat_u[m.index], flat_p[m.index]
+        parts: dict[int, list] = {}
+        for g, recipe, bufs, gp, gu, gw in zip(groups, recipes, buffers, views_p, views_u, ws):
+            for i, m in enumerate(g.members):
+                u, p = gu[i], gp[i]
+                avg = _pool.member_pool(bufs, recipe, i, p + u, gw[i])
                 moved = p.astype(avg.dtype) + u.astype(avg.dtype)
-                out[m.index] = (u.astype(avg.dtype) + step * (avg - moved)).astype(u.dtype)
+                new_u = (u.astype(avg.dtype) + step * (avg - moved)).astype(u.dtype)
+                parts.setdefault(m.index, []).append((m.view, new_u))
+        out = list(flat_u)
+        for index, leaf_parts in parts.items():
+            out[index] = _views.scatter(flat_u[index], leaf_parts)
         updates = jax.tree_util.tree_unflatten(treedef, out)
         return updates, SyncState(count)
 

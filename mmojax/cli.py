@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 from mmojax.train import _config
 
+_REPRO_EXPERIMENTS = ("ablation", "tasks", "steps-to-target", "compute")
+
 DESCRIPTION = """\
 mmojax: train several transformer models jointly (BERT-, GPT-2- and RoBERTa-style),
 sharing gradients between compatible parameters, synchronising them periodically and
@@ -98,6 +100,37 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
     e.add_argument("--max-nonfinite", type=int, default=d.max_nonfinite,
                    help="stop when a model is non-finite this many consecutive steps")
+    e.add_argument("--gradient-cosines", action="store_true",
+                   help="log the gradient cosine between every pair of models on shared keys")
+    c = t.add_argument_group("function-space coupling and tuning")
+    c.add_argument("--coupling", choices=_config.COUPLINGS, default=d.coupling,
+                   help="mutual: Deep Mutual Learning; distill: KL to --teacher-logits")
+    c.add_argument("--coupling-weight", type=float, default=d.coupling_weight)
+    c.add_argument("--temperature", type=float, default=d.temperature)
+    c.add_argument("--teacher-logits", default=None,
+                   help=".npy of the teacher's logits on the training split")
+    c.add_argument("--holdout", type=float, default=d.holdout,
+                   help="train on the rest and evaluate on this fraction of the training "
+                        "split (for tuning without the validation split)")
+
+    r = sub.add_parser("reproduce", help="run the paper's experiments with seeds; write a report",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument("experiment", choices=(*_REPRO_EXPERIMENTS, "all", "report"),
+                   help="'report' rebuilds report.md from the finished runs only")
+    r.add_argument("--seeds", type=int, default=5)
+    r.add_argument("--workdir", default="runs/reproduce")
+    r.add_argument("--data-dir", default=None, help="folder with sst2/, conll2003/ (squad/)")
+    r.add_argument("--max-train", type=int, default=None,
+                   help="cap on training examples for the real tasks")
+    r.add_argument("--target", type=float, default=0.9, help="steps-to-target accuracy")
+    r.add_argument("--eval-every", type=int, default=25, help="updates between evaluations")
+    r.add_argument("--methods", default=None, help="comma-separated subset of the methods")
+    r.add_argument("--settings", default=None,
+                   help="comma-separated subset of the ablation settings")
+    r.add_argument("--preset", default="small", choices=("tiny", "small", "base"))
+    r.add_argument("--synthetic-train", type=int, default=None,
+                   help="smaller synthetic set (for a quick look; the paper uses 500)")
+    r.add_argument("--no-progress", action="store_true")
     return parser
 
 
@@ -117,6 +150,9 @@ def config_from_args(args: argparse.Namespace) -> _config.TrainConfig:
         max_val=args.max_val, eval_every=args.eval_every, log_every=args.log_every,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
         max_nonfinite=args.max_nonfinite, max_steps=args.max_steps,
+        gradient_cosines=args.gradient_cosines, coupling=args.coupling,
+        coupling_weight=args.coupling_weight, temperature=args.temperature,
+        teacher_logits=args.teacher_logits, holdout=args.holdout,
         progress=not args.no_progress)
 
 
@@ -135,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_libraries()
+    if args.command == "reproduce":
+        return _reproduce(args)
     from mmojax import train as mtrain  # heavy imports after argument parsing
 
     try:
@@ -167,6 +205,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nmetrics: {result.metrics_path}")
     for name, path in result.plots.items():
         print(f"plot ({name}): {path}")
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from mmojax import reproduce as repro
+    from mmojax.reproduce import _specs
+
+    experiments = _REPRO_EXPERIMENTS if args.experiment in ("all", "report") else (
+        args.experiment,)
+    try:
+        opts = repro.ReproduceOptions(
+            experiments=experiments, seeds=args.seeds, workdir=args.workdir,
+            data_dir=args.data_dir, max_train=args.max_train, target=args.target,
+            eval_every=args.eval_every,
+            methods=tuple(args.methods.split(",")) if args.methods else _specs.ABLATION_METHODS,
+            settings=tuple(args.settings.split(",")) if args.settings else None,
+            preset=args.preset, synthetic_train=args.synthetic_train,
+            progress=not args.no_progress)
+        if args.experiment == "report":
+            path = repro.write_report(os.path.abspath(args.workdir), opts)
+        else:
+            path = repro.reproduce(opts)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"mmojax: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nmmojax: interrupted; run the same command again to continue (finished runs "
+              "are kept)", file=sys.stderr)
+        return 130
+    print(f"report: {path}")
     return 0
 
 

@@ -12,6 +12,7 @@ import optax
 import mmojax
 
 MODES = ("mmo", "independent", "joint-no-sharing", "no-sharing", "no-sync", "no-adaptive-lr")
+COUPLINGS = ("none", "mutual", "distill")
 PAPER_WEIGHTS = {"bert": 1.0, "gpt2": 0.8, "roberta": 1.2}
 
 
@@ -29,6 +30,14 @@ class TrainConfig:
     ``joint-no-sharing`` (alpha = beta = 0, adaptive lr and weights kept), and
     the ablations ``no-sharing`` (alpha = 0), ``no-sync`` (beta = 0) and
     ``no-adaptive-lr``.
+
+    ``holdout`` > 0 trains on the first part of the (seeded, shuffled)
+    training split and evaluates on the held-out rest instead of the
+    validation split: for tuning hyperparameters without touching the
+    evaluation data. ``coupling`` adds a function-space loss between models:
+    ``mutual`` (Deep Mutual Learning) or ``distill`` (KL to the teacher logits
+    stored at ``teacher_logits``), weighted by ``coupling_weight`` at
+    ``temperature``.
     """
 
     task: str = "synthetic"
@@ -66,6 +75,12 @@ class TrainConfig:
     max_nonfinite: int = 20
     max_steps: int | None = None
     dropout: float = 0.1
+    holdout: float = 0.0
+    coupling: str = "none"
+    coupling_weight: float = 1.0
+    temperature: float = 1.0
+    teacher_logits: str | None = None
+    gradient_cosines: bool = False
     progress: bool = True
 
     def __post_init__(self):
@@ -89,6 +104,13 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.coupling not in COUPLINGS:
+            raise ValueError(f"coupling must be one of {COUPLINGS}, got {self.coupling!r}")
+        if self.coupling == "distill" and not self.teacher_logits:
+            raise ValueError("coupling='distill' needs teacher_logits (an .npy of the teacher's "
+                             "logits on the training split)")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.model_weights is not None:

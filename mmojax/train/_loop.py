@@ -53,6 +53,7 @@ class RunResult:
     plots: dict[str, str]
     parameter_counts: dict[str, int]
     state: Any = None
+    probabilities: dict[str, np.ndarray] | None = None
 
     def table(self) -> str:
         """The per-model summary table."""
@@ -121,12 +122,37 @@ def _summarise(pending: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, 
 
 
 def _evaluate(eval_step, params, task: _tasks.TaskData, batch_size: int, names):
+    """``({model: metrics}, {model: class probabilities or None})`` on the validation split."""
     evaluators = {m: _tasks.Evaluator(task) for m in names}
     for batch in mdata.BatchIterator.for_eval(task.validation, batch_size):
         outputs = jax.device_get(eval_step(params, batch))
         for m in names:
             evaluators[m].add(batch, outputs[m])
-    return {m: e.result() for m, e in evaluators.items()}
+    return ({m: e.result() for m, e in evaluators.items()},
+            {m: e.probabilities() for m, e in evaluators.items()})
+
+
+def _with_teacher(task: _tasks.TaskData, path: str) -> _tasks.TaskData:
+    """Attaches the teacher's logits on the training split to every training batch."""
+    logits = np.load(path)
+    n = len(task.train.lengths)
+    if logits.ndim != 2 or logits.shape[0] != n:
+        raise ValueError(f"teacher logits {path} have shape {logits.shape}; expected "
+                         f"({n}, num_labels) for the training split")
+    train = dataclasses.replace(
+        task.train, arrays={**task.train.arrays, "teacher_logits": logits.astype(np.float32)},
+        pad_values={**task.train.pad_values, "teacher_logits": 0})
+    return dataclasses.replace(task, train=train)
+
+
+def _coupling(config: TrainConfig):
+    from mmojax.train import _coupling as coupling
+
+    if config.coupling == "mutual":
+        return coupling.mutual_learning_loss(config.coupling_weight, config.temperature)
+    if config.coupling == "distill":
+        return coupling.distillation_loss(config.coupling_weight, config.temperature)
+    return None
 
 
 def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
@@ -148,7 +174,9 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     task = _tasks.prepare_task(
         config.task, config.data, seed=config.seed, vocab_size=config.vocab_size,
         max_train=config.max_train, max_val=config.max_val,
-        tokenizer_path=tok_path if resume else None)
+        tokenizer_path=tok_path if resume else None, holdout=config.holdout)
+    if config.teacher_logits:
+        task = _with_teacher(task, config.teacher_logits)
     if not resume:
         mdata.save_tokenizer(task.tokenizer, tok_path)
         with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -177,13 +205,15 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         batches.restore(meta["position"])
         log.info("resumed from step %d (data position %s)", start, meta["position"])
     metrics = _MetricsLog(os.path.join(workdir, "metrics.jsonl"), start if resume else None)
-    train_step = _step.make_train_step(fns, tx)
+    train_step = _step.make_train_step(fns, tx, extra_loss=_coupling(config),
+                                       gradient_cosines=config.gradient_cosines)
     eval_step = _step.make_eval_step(fns, _tasks.eval_outputs_fn(task.model_task))
     stop_at = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
     accum = config.gradient_accumulation_steps
     eval_every_steps = config.eval_every * accum
     history = {m: [] for m in config.models}
     final: dict[str, dict[str, float]] = {}
+    probabilities: dict[str, Any] = {}
     t0 = time.perf_counter()
 
     consumed = batches.position  # data position of the last *completed* step
@@ -192,8 +222,9 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         ckpt.save(step, state, {"position": consumed, "step": step, "config": config.to_dict()})
 
     def run_eval(step, epoch):
-        nonlocal final
-        final = _evaluate(eval_step, state.params, task, config.eval_batch_size, config.models)
+        nonlocal final, probabilities
+        final, probabilities = _evaluate(eval_step, state.params, task, config.eval_batch_size,
+                                         config.models)
         for m, res in final.items():
             history[m].append((step // accum, res[task.main_metric]))
         metrics.write({"kind": "eval", "step": step, "update": step // accum, "epoch": epoch,
@@ -245,7 +276,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     skipped = {m: int(v) for m, v in jax.device_get(state.skipped).items()}
     return RunResult(config, final, history, step, step // accum, wall, skipped, metrics.path,
                      plots, {m: mmodels.parameter_count(params[m]) for m in config.models},
-                     state)
+                     state, probabilities)
 
 
 def _check_finite(state, summary, step, config, metrics, save) -> None:

@@ -15,6 +15,8 @@ import mmojax
 # apply_fn(params, batch, *, train, rng) -> outputs; loss_fn(outputs, batch) -> (loss, metrics)
 ApplyFn = Callable[..., Any]
 LossFn = Callable[[Any, Mapping[str, jax.Array]], tuple[jax.Array, dict[str, jax.Array]]]
+# extra_loss(name, {model: outputs (others stop-gradiented)}, batch) -> scalar
+ExtraLoss = Callable[[str, Mapping[str, Any], Mapping[str, jax.Array]], jax.Array]
 
 
 class ModelFns(NamedTuple):
@@ -89,10 +91,59 @@ def _optimizer_metrics(opt_state: Any, names: tuple[str, ...]) -> dict[str, dict
     return out
 
 
+def _coupled_grads(models, extra_loss, params, batch, rngs):
+    """Per-model (loss, aux) and gradients when losses couple models' outputs.
+
+    One forward pass per model; model ``n``'s loss sees the others' outputs
+    under ``stop_gradient``, so the gradient of the summed loss with respect
+    to ``params[n]`` is exactly the gradient of model ``n``'s own loss.
+    """
+
+    def total(all_params):
+        outputs = {n: models[n].apply_fn(all_params[n], batch, train=True, rng=rngs[n])
+                   for n in models}
+        values = {}
+        for n in models:
+            loss, aux = models[n].loss_fn(outputs[n], batch)
+            view = {m: o if m == n else jax.lax.stop_gradient(o) for m, o in outputs.items()}
+            coupling = extra_loss(n, view, batch)
+            values[n] = (loss + coupling, {**aux, "task_loss": loss, "coupling_loss": coupling})
+        return sum(v[0] for v in values.values()), values
+
+    grads, values = jax.grad(total, has_aux=True)(dict(params))
+    return values, grads
+
+
+def _gradient_cosines(grads):
+    """``(a, b, cosine)`` over the keys models ``a`` and ``b`` share (type, shape)."""
+    plan = mmojax.sharing_plan(grads)
+    flat = jax.tree.leaves(grads)
+    names = list(grads)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            dot = na = nb = jnp.zeros([], jnp.float32)
+            for group in plan.shared_groups:
+                ga = [flat[m.index] for m in group.members if m.model == a]
+                gb = [flat[m.index] for m in group.members if m.model == b]
+                if not ga or not gb:
+                    continue
+                # A model with several members of a key contributes their mean.
+                va = sum(x.astype(jnp.float32) for x in ga) / len(ga)
+                vb = sum(x.astype(jnp.float32) for x in gb) / len(gb)
+                dot += jnp.sum(va * vb)
+                na += jnp.sum(va * va)
+                nb += jnp.sum(vb * vb)
+            out.append((a, b, dot / jnp.maximum(jnp.sqrt(na * nb), 1e-30)))
+    return out
+
+
 def make_train_step(
     models: Mapping[str, ModelFns],
     tx: optax.GradientTransformation,
     *,
+    extra_loss: ExtraLoss | None = None,
+    gradient_cosines: bool = False,
     donate: bool = True,
     jit: bool = True,
 ) -> Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, dict[str, Any]]]:
@@ -112,6 +163,14 @@ def make_train_step(
     Args:
       models: ``{name: ModelFns}``; names must match ``state.params``.
       tx: the optimizer, usually :func:`mmojax.multi_model_optimizer`.
+      extra_loss: ``extra_loss(name, outputs, batch) -> scalar`` added to
+        model ``name``'s loss, where ``outputs`` holds every model's outputs
+        with the *other* models' under ``stop_gradient`` (function-space
+        coupling such as mutual learning or distillation; see
+        :mod:`mmojax.train._coupling`).
+      gradient_cosines: also report, for every pair of models, the cosine
+        similarity of their gradients on the keys they share
+        (``metrics[a]["gcos/" + b]``), the paper's "gradient flow".
       donate: donate the input state's buffers (the caller must not reuse it).
       jit: return the jitted function (``False`` for composing into your own).
 
@@ -130,21 +189,33 @@ def make_train_step(
         # other models train beside it, so a model trained alone and in a joint
         # run (without sharing) sees the same randomness: comparisons are paired.
         model_rngs = [jax.random.fold_in(step_rng, zlib.crc32(n.encode())) for n in names]
-        losses, grads, finite, metrics = {}, {}, {}, {}
-        for name, model_rng in zip(names, model_rngs):
-            fns = models[name]
+        if extra_loss is None:
+            values, grads = {}, {}
+            for name, model_rng in zip(names, model_rngs):
+                fns = models[name]
 
-            def loss_of(params, fns=fns, model_rng=model_rng):
-                outputs = fns.apply_fn(params, batch, train=True, rng=model_rng)
-                return fns.loss_fn(outputs, batch)
+                def loss_of(params, fns=fns, model_rng=model_rng):
+                    outputs = fns.apply_fn(params, batch, train=True, rng=model_rng)
+                    return fns.loss_fn(outputs, batch)
 
-            (loss, aux), grad = jax.value_and_grad(loss_of, has_aux=True)(state.params[name])
+                values[name], grads[name] = jax.value_and_grad(loss_of, has_aux=True)(
+                    state.params[name])
+        else:
+            values, grads = _coupled_grads(models, extra_loss, state.params, batch,
+                                           dict(zip(names, model_rngs)))
+        losses, finite, metrics = {}, {}, {}
+        for name in names:
+            (loss, aux), grad = values[name], grads[name]
             ok = jnp.logical_and(jnp.isfinite(loss), _all_finite(grad))
             finite[name] = ok
             grads[name] = jax.tree.map(lambda g, ok=ok: jnp.where(ok, g, jnp.zeros_like(g)), grad)
             losses[name] = jnp.where(ok, loss, jnp.nan)
             metrics[name] = {**aux, "loss": loss, "grad_norm": optax.tree.norm(grad),
                              "finite": ok}
+        if gradient_cosines:
+            for a, b, cos in _gradient_cosines(grads):
+                metrics[a][f"gcos/{b}"] = cos
+                metrics[b][f"gcos/{a}"] = cos
         updates, opt_state = tx.update(grads, state.opt_state, state.params, losses=losses)
         stepped = optax.apply_updates(state.params, updates)
         params = {

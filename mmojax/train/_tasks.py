@@ -51,6 +51,25 @@ class TaskData:
         return self.train.buckets[-1]
 
 
+def _holdout(raw, fraction: float, seed: int):
+    """Splits a seeded tail of the training split off as the validation split."""
+    train = raw.train
+    n = len(train)
+    order = np.random.default_rng([seed, 7919]).permutation(n)
+    cut = n - max(1, int(round(fraction * n)))
+    keep, held = np.sort(order[:cut]), np.sort(order[cut:])
+    if isinstance(train, list):
+        return mdata.DatasetSplits([train[i] for i in keep], [train[i] for i in held],
+                                   raw.label_names)
+    if hasattr(train, "texts"):
+        pick = lambda idx: dataclasses.replace(  # noqa: E731
+            train, texts=[train.texts[i] for i in idx], labels=[train.labels[i] for i in idx])
+    else:
+        pick = lambda idx: dataclasses.replace(  # noqa: E731
+            train, sentences=[train.sentences[i] for i in idx], tags=[train.tags[i] for i in idx])
+    return mdata.DatasetSplits(pick(keep), pick(held), raw.label_names)
+
+
 def _load_raw(task: str, data_path: str | None, seed: int, max_train, max_val):
     if task == "synthetic":
         n_train = 500 if max_train is None else max_train
@@ -95,6 +114,7 @@ def prepare_task(
     max_val: int | None = None,
     tokenizer_path: str | os.PathLike[str] | None = None,
     buckets: Sequence[int] | None = None,
+    holdout: float = 0.0,
 ) -> TaskData:
     """Loads, tokenises and encodes a task's data.
 
@@ -106,6 +126,8 @@ def prepare_task(
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
     raw = _load_raw(task, None if data_path is None else str(data_path), seed, max_train,
                     max_val)
+    if holdout:
+        raw = _holdout(raw, holdout, seed)
     if tokenizer_path is not None and os.path.exists(tokenizer_path):
         tokenizer = mdata.load_tokenizer(tokenizer_path)
     else:
@@ -152,6 +174,7 @@ def eval_outputs_fn(model_task: str) -> Callable:
     """``(outputs, batch) -> {name: array}``: what the host evaluator needs."""
     if model_task == "classification":
         return lambda logits, b: {"pred": jnp.argmax(logits, -1),
+                                  "probs": jax.nn.softmax(logits.astype(jnp.float32), -1),
                                   "loss": _ce(logits, b["labels"])}
     if model_task == "token_classification":
         def ner(logits, b):
@@ -176,6 +199,13 @@ class Evaluator:
 
     def add(self, batch: Mapping[str, np.ndarray], outputs: Mapping[str, Any]) -> None:
         self.parts.append((dict(batch), {k: np.asarray(v) for k, v in outputs.items()}))
+
+    def probabilities(self) -> np.ndarray | None:
+        """Class probabilities of the real rows, in split order (classification only)."""
+        if self.task.model_task != "classification":
+            return None
+        parts = [o["probs"][b["mask"] > 0] for b, o in self.parts]
+        return np.concatenate(parts) if parts else None
 
     def result(self) -> dict[str, float]:
         kind = self.task.model_task

@@ -1,0 +1,122 @@
+"""Static index maps: a canonical view of a parameter leaf, and its inverse.
+
+A view is a pure index map of a stored leaf: an optional slice along one stored
+axis (one part of a fused leaf, or the rows of a table that are really used),
+then an optional transpose (a kernel stored ``(out, in)`` seen as ``(in, out)``).
+Every element of the view is one element of the leaf, so writing a view back
+(:func:`scatter`) is exact: elements outside every written view keep their
+value bit for bit. The maps are static Python values built outside ``jit``;
+inside, they are plain slices, transposes and one concatenation per leaf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexMap:
+    """A view of a stored leaf: ``x[start:stop]`` along ``axis``, then ``.T``.
+
+    Attributes:
+      axis: the stored axis that is sliced, or ``None`` for the whole leaf.
+      start: first index of the slice (non-negative).
+      stop: one past the last index of the slice (non-negative), or ``None``
+        with ``axis=None``.
+      transpose: whether the (2-D) slice is transposed.
+      tag: display name of the slice (``"q"`` for the query part of a fused
+        QKV leaf); empty: the slice bounds are shown.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> qkv = jnp.arange(12.0).reshape(6, 2)          # stored (out=3*2, in=2)
+      >>> q = IndexMap(axis=0, start=0, stop=2, transpose=True, tag="q")
+      >>> str(q), q.shape((6, 2))
+      ('[q].T', (2, 2))
+      >>> q.gather(qkv).tolist()
+      [[0.0, 2.0], [1.0, 3.0]]
+      >>> bool((scatter(qkv, [(q, q.gather(qkv))]) == qkv).all())
+      True
+    """
+
+    axis: int | None = None
+    start: int = 0
+    stop: int | None = None
+    transpose: bool = False
+    tag: str = ""
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether the view is the whole leaf, untransposed."""
+        return self.axis is None and not self.transpose
+
+    def shape(self, stored: tuple[int, ...]) -> tuple[int, ...]:
+        """The view's shape for a leaf of shape ``stored``."""
+        shape = list(stored)
+        if self.axis is not None:
+            shape[self.axis] = self.stop - self.start
+        return tuple(reversed(shape)) if self.transpose else tuple(shape)
+
+    def gather(self, x: Any) -> jax.Array:
+        """The view of ``x`` (a slice and/or a transpose; no copy when identity)."""
+        if self.axis is not None:
+            x = jax.lax.slice_in_dim(x, self.start, self.stop, axis=self.axis)
+        return x.T if self.transpose else x
+
+    def ungather(self, v: Any) -> jax.Array:
+        """The stored-orientation block of a view value (undoes the transpose)."""
+        return v.T if self.transpose else v
+
+    def __str__(self) -> str:
+        text = ""
+        if self.axis is not None:
+            bounds = self.tag or f"{self.start}:{self.stop}"
+            text = "[" + ":, " * self.axis + bounds + "]"
+        return text + (".T" if self.transpose else "")
+
+
+IDENTITY = IndexMap()
+
+
+def gather(x: Any, view: IndexMap | None) -> jax.Array:
+    """``view.gather(x)``; ``None`` is the identity."""
+    return x if view is None else view.gather(x)
+
+
+def scatter(x: Any, parts: Sequence[tuple[IndexMap | None, Any]]) -> jax.Array:
+    """Writes view values back into ``x``; everything else keeps its value.
+
+    Args:
+      x: the stored leaf.
+      parts: ``(view, value)`` pairs of disjoint views of ``x`` (an identity
+        view covers the whole leaf and must be alone; slices share one axis).
+        Values are cast to ``x.dtype``.
+
+    Returns:
+      The leaf with each view replaced by its value: the uncovered stretches
+      of ``x`` and the written blocks, concatenated along the sliced axis.
+    """
+    if len(parts) == 1 and (parts[0][0] is None or parts[0][0].axis is None):
+        view, value = parts[0]
+        value = value if view is None else view.ungather(value)
+        return jnp.asarray(value).astype(x.dtype)
+    axes = {view.axis for view, _ in parts}
+    if len(axes) != 1 or None in axes:
+        raise ValueError(f"views of one leaf must slice one axis, got {sorted(map(str, axes))}")
+    axis = axes.pop()
+    pieces, pos = [], 0
+    for view, value in sorted(parts, key=lambda part: part[0].start):
+        if view.start < pos:
+            raise ValueError(f"views of one leaf overlap at index {view.start} of axis {axis}")
+        if view.start > pos:
+            pieces.append(jax.lax.slice_in_dim(x, pos, view.start, axis=axis))
+        pieces.append(view.ungather(value).astype(x.dtype))
+        pos = view.stop
+    if pos < x.shape[axis]:
+        pieces.append(jax.lax.slice_in_dim(x, pos, x.shape[axis], axis=axis))
+    return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=axis)

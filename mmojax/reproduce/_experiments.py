@@ -1,0 +1,118 @@
+"""The ``mmojax reproduce`` driver: plan every run, execute with progress, write the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+
+from tqdm.auto import tqdm
+
+from mmojax.reproduce import _report, _specs
+from mmojax.reproduce._runner import Runner
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReproduceOptions:
+    """Options of one reproduction.
+
+    Attributes:
+      experiments: which of :data:`~mmojax.reproduce._specs.EXPERIMENTS`.
+      seeds: seeds per configuration (paired across methods).
+      workdir: where runs, figures, raw JSON and ``report.md`` go.
+      data_dir: folder holding ``sst2/``, ``conll2003/`` (and ``squad/``).
+      max_train: cap on training examples for the real tasks (``None``: all).
+      target: the steps-to-target accuracy (the paper: 0.9).
+      eval_every: validation period in updates for steps-to-target.
+      methods: the ablation methods (default: all).
+    """
+
+    experiments: tuple[str, ...]
+    seeds: int = 5
+    workdir: str = "runs/reproduce"
+    data_dir: str | None = None
+    max_train: int | None = None
+    target: float = 0.9
+    eval_every: int = 25
+    methods: tuple[str, ...] = _specs.ABLATION_METHODS
+    settings: tuple[str, ...] | None = None
+    preset: str = "small"
+    synthetic_train: int | None = None
+    lr_grid: tuple[float, ...] = _specs.LR_GRID
+    progress: bool = True
+
+    def __post_init__(self):
+        bad = [e for e in self.experiments if e not in _specs.EXPERIMENTS]
+        if bad:
+            raise ValueError(f"unknown experiments {bad}; choose from {_specs.EXPERIMENTS} or all")
+        unknown = [m for m in self.methods if m not in _specs.METHODS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {tuple(_specs.METHODS)}")
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+
+
+def plan_runs(opts: ReproduceOptions, runner: Runner) -> list[tuple[_specs.RunSpec, str]]:
+    """Every run, in execution order, as ``(spec, why)``; tunes learning rates as needed."""
+    seeds = range(opts.seeds)
+    plan = []
+    if "ablation" in opts.experiments:
+        # Seeds outermost: an interrupted reproduction already has paired seeds for
+        # every method.
+        for seed in seeds:
+            for setting in _specs.ablation_settings():
+                if opts.settings is not None and setting.name not in opts.settings:
+                    continue
+                for method in opts.methods:
+                    models = _specs.MODELS
+                    if method == "distillation":  # the teacher is trained separately
+                        models = tuple(m for m in models if m != _specs.TEACHER)
+                    plan.append((setting, method, seed, models, "ablation"))
+    real = []
+    if "tasks" in opts.experiments:
+        for setting in _specs.task_settings(opts.max_train):
+            if runner.data_path(setting.task) is None:
+                log.warning("no %s data under %s: its row says so", setting.task, opts.data_dir)
+                continue
+            real += [(setting, m, s, _specs.MODELS, "tasks") for m in _specs.TASK_METHODS
+                     for s in seeds]
+    if {"steps-to-target", "compute"} & set(opts.experiments):
+        for setting in _specs.steps_settings(opts.max_train, opts.eval_every):
+            if runner.data_path(setting.task) is None:
+                raise FileNotFoundError(
+                    f"steps-to-target and compute need SST-2: no sst2/ under {opts.data_dir!r}")
+            for m in ("independent", "mmo"):
+                real += [(setting, m, s, _specs.MODELS, "steps-to-target") for s in seeds]
+            if "compute" in opts.experiments:
+                for model in _specs.MODELS:  # sequential independent: each model alone
+                    real += [(setting, "independent", s, (model,), "steps-to-target")
+                             for s in seeds[:2]]
+    plan += real
+    out = []
+    for setting, method, seed, models, experiment in plan:
+        lr = _specs.PAPER_LR
+        if setting.lr == "tuned":
+            lr = runner.tune_lr(setting, opts.lr_grid)["best"]
+        spec = _specs.RunSpec(experiment, setting, method, seed, models, lr)
+        out.append((spec, f"{setting.name} {method} seed {seed}"))
+    return out
+
+
+def reproduce(opts: ReproduceOptions) -> str:
+    """Runs what ``opts`` asks (skipping finished runs) and writes ``report.md``; returns its path."""
+    overrides = {"preset": opts.preset}
+    if opts.synthetic_train is not None:
+        overrides["synthetic"] = {"max_train": opts.synthetic_train,
+                                  "max_val": max(8, opts.synthetic_train // 5)}
+    runner = Runner(opts.workdir, opts.data_dir, overrides)
+    with open(os.path.join(runner.workdir, "options.json"), "w") as f:
+        json.dump(dataclasses.asdict(opts), f, indent=1)
+    plan = plan_runs(opts, runner)
+    bar = tqdm(plan, desc="runs", disable=not opts.progress, dynamic_ncols=True)
+    for spec, label in bar:
+        bar.set_postfix_str(label)
+        runner.run(spec, gradient_cosines=len(spec.models) > 1)
+    return _report.write_report(runner.workdir, opts)

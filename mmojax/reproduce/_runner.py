@@ -1,0 +1,224 @@
+"""Runs (or reuses) every training run an experiment needs and records its results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from itertools import combinations
+from typing import Any
+
+import jax
+import numpy as np
+
+import mmojax
+from mmojax import data as mdata
+from mmojax import models as mmodels
+from mmojax.reproduce import _specs
+from mmojax.train import TrainConfig, _plots, _tasks, train
+
+log = logging.getLogger(__name__)
+THRESHOLDS = (0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
+
+
+def _json_default(x):
+    if isinstance(x, (np.generic,)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(type(x))
+
+
+def _write_json(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, default=_json_default, allow_nan=True)
+    os.replace(tmp, path)  # a half-written result never counts as finished
+
+
+def time_to_thresholds(records, main_metric: str, models) -> dict[str, dict[str, Any]]:
+    """First eval (update, seconds) at which each model's main metric >= each threshold."""
+    evals = [r for r in records if r.get("kind") == "eval"]
+    out = {}
+    for thr in THRESHOLDS:
+        out[f"{thr:g}"] = {}
+        for m in models:
+            hit = next((r for r in evals
+                        if (r["models"].get(m, {}).get(main_metric) or 0.0) >= thr - 1e-9), None)
+            out[f"{thr:g}"][m] = None if hit is None else {"update": hit["update"],
+                                                            "time": hit["time"]}
+    return out
+
+
+def collapse_cosines(params) -> dict[str, dict[str, float]]:
+    """Per (type, shape) key: mean pairwise cosine of its members' final values."""
+    plan = mmojax.sharing_plan(params)
+    flat = [np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(params)]
+    out = {}
+    for group in plan.shared_groups:
+        vecs = [flat[m.index] for m in group.members]
+        cos = [float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+               for a, b in combinations(vecs, 2)]
+        cross = [float(flat[a.index] @ flat[b.index]
+                       / max(np.linalg.norm(flat[a.index]) * np.linalg.norm(flat[b.index]), 1e-30))
+                 for a, b in combinations(group.members, 2) if a.model != b.model]
+        out[str(group.key)] = {"all": float(np.mean(cos)),
+                               "cross_model": float(np.mean(cross)) if cross else None,
+                               "members": len(vecs)}
+    return out
+
+
+def attention_kernels(params) -> dict[str, np.ndarray]:
+    """The square attention kernels of each model (for the t-SNE figure), stacked."""
+    labels = mmojax.classify_parameters(params)
+    out = {}
+    for m in params:
+        keys = jax.tree.leaves(labels[m], is_leaf=lambda x: isinstance(x, mmojax.ParamKey))
+        leaves = jax.tree.leaves(params[m])
+        mats = [np.asarray(x, np.float32).ravel() for k, x in zip(keys, leaves)
+                if k.type == "attention" and len(k.shape) == 2 and k.shape[0] == k.shape[1]]
+        if mats:
+            out[m] = np.stack(mats)
+    return out
+
+
+class Runner:
+    """Executes :class:`~mmojax.reproduce._specs.RunSpec` s under ``workdir/runs``.
+
+    A run whose ``result.json`` exists is not redone; an unfinished one is
+    resumed from its checkpoint when it has one.
+    """
+
+    def __init__(self, workdir: str, data_dir: str | None,
+                 overrides: dict[str, Any] | None = None):
+        self.workdir = os.path.abspath(workdir)
+        self.data_dir = data_dir
+        # {"preset": ..., "<task>": {config overrides for that task}}
+        self.overrides = dict(overrides or {})
+        os.makedirs(os.path.join(self.workdir, "runs"), exist_ok=True)
+
+    def data_path(self, task: str) -> str | None:
+        if task == "synthetic":
+            return None
+        folder = {"sst2": "sst2", "ner": "conll2003", "qa": "squad"}[task]
+        path = os.path.join(self.data_dir or "", folder)
+        return path if self.data_dir and os.path.isdir(path) else None
+
+    def run_dir(self, spec: _specs.RunSpec) -> str:
+        return os.path.join(self.workdir, "runs", spec.run_id)
+
+    def result(self, spec: _specs.RunSpec) -> dict[str, Any] | None:
+        path = os.path.join(self.run_dir(spec), "result.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                return json.load(f)
+        return None
+
+    def _config(self, spec: _specs.RunSpec, **extra) -> TrainConfig:
+        values = {k: v for k, v in self.overrides.items() if not isinstance(v, dict)}
+        values.update(self.overrides.get(spec.setting.task, {}))
+        values.update(extra)
+        return spec.config(self.run_dir(spec), self.data_path(spec.setting.task), **values)
+
+    def run(self, spec: _specs.RunSpec, **extra) -> dict[str, Any]:
+        done = self.result(spec)
+        if done is not None:
+            return done
+        run_dir = self.run_dir(spec)
+        if spec.method == "distillation":
+            extra["teacher_logits"] = self.teacher_logits(spec)
+        config = self._config(spec, **extra)
+        resume = os.path.exists(os.path.join(run_dir, "checkpoints")) and \
+            os.path.exists(os.path.join(run_dir, "config.json"))
+        try:
+            result = train(config, resume=resume)
+        except Exception:
+            if not resume:
+                raise
+            log.warning("could not resume %s; starting it again", spec.run_id)
+            result = train(config)
+        return self._record(spec, config, result)
+
+    def _record(self, spec, config: TrainConfig, result) -> dict[str, Any]:
+        records = _plots.read_metrics(result.metrics_path)
+        main = _tasks.MAIN_METRIC[config.task]
+        trains = [r for r in records if r.get("kind") == "train"]
+        final_train = {m: float(np.nanmean([r["models"][m]["loss"] for r in trains[-3:]
+                                            if r["models"][m].get("loss") is not None]))
+                       for m in config.models} if trains else {}
+        gcos = {}
+        for m in config.models:
+            for key in (trains[0]["models"][m] if trains else {}):
+                if key.startswith("gcos/"):
+                    vals = [r["models"][m][key] for r in trains if r["models"][m].get(key) is not None]
+                    gcos.setdefault(m, {})[key[5:]] = float(np.mean(vals)) if vals else None
+        params = jax.device_get(result.state.params)
+        out = {
+            "run_id": spec.run_id, "experiment": spec.experiment, "setting": spec.setting.name,
+            "method": spec.method, "seed": spec.seed, "learning_rate": spec.learning_rate,
+            "models": list(config.models), "task": config.task, "main_metric": main,
+            "config": config.to_dict(), "final": result.final, "history": result.history,
+            "steps": result.steps, "updates": result.updates, "wall_time": result.wall_time,
+            "skipped": result.skipped, "final_train_loss": final_train,
+            "time_to": time_to_thresholds(records, main, config.models),
+            "collapse": collapse_cosines(params) if len(config.models) > 1 else {},
+            "gradient_cosines": gcos, "parameter_counts": result.parameter_counts,
+            "device": str(jax.devices()[0]),
+        }
+        arrays = {f"probs/{m}": p for m, p in (result.probabilities or {}).items()
+                  if p is not None}
+        if spec.seed == 0:
+            arrays.update({f"attn/{m}": k for m, k in attention_kernels(params).items()})
+        run_dir = self.run_dir(spec)
+        np.savez_compressed(os.path.join(run_dir, "arrays.npz"), **arrays)
+        _write_json(os.path.join(run_dir, "result.json"), out)
+        return out
+
+    def teacher_logits(self, spec: _specs.RunSpec) -> str:
+        """Trains the teacher (RoBERTa alone) and returns its logits on the training split."""
+        teacher = _specs.RunSpec(spec.experiment, spec.setting, "independent", spec.seed,
+                                 (_specs.TEACHER,), spec.learning_rate)
+        path = os.path.join(self.run_dir(teacher), "teacher_logits.npy")
+        if os.path.exists(path):
+            return path
+        config = self._config(teacher)
+        result = train(config)
+        self._record(teacher, config, result)
+        task = _tasks.prepare_task(config.task, config.data, seed=config.seed,
+                                   vocab_size=config.vocab_size, max_train=config.max_train,
+                                   max_val=config.max_val,
+                                   tokenizer_path=os.path.join(config.workdir, "tokenizer.json"))
+        built = mmodels.build_models([_specs.TEACHER], preset=config.preset,
+                                     task=task.model_task,
+                                     vocab_size=task.tokenizer.get_vocab_size(),
+                                     max_length=task.max_length, num_labels=task.num_labels,
+                                     seed=config.seed, dropout=config.dropout)
+        apply = jax.jit(lambda p, b: built[_specs.TEACHER].apply_fn(p, b, train=False))
+        params = result.state.params[_specs.TEACHER]
+        logits = np.zeros((len(task.train.lengths), task.num_labels), np.float32)
+        for batch in mdata.BatchIterator.for_eval(task.train, 128):
+            out = np.asarray(apply(params, batch))
+            real = batch["example_index"] >= 0
+            logits[batch["example_index"][real]] = out[real]
+        np.save(path, logits)
+        return path
+
+    def tune_lr(self, setting: _specs.Setting,
+                grid: tuple[float, ...] = _specs.LR_GRID) -> dict[str, Any]:
+        """Picks the lr of ``independent`` on a held-out 10% of the training split (seed 0)."""
+        path = os.path.join(self.workdir, "tuning", f"{setting.name}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                return json.load(f)
+        scores = {}
+        for lr in grid:
+            spec = _specs.RunSpec("tuning", setting, "independent", 0, _specs.MODELS, lr)
+            res = self.run(spec, holdout=0.1)
+            main = res["main_metric"]
+            scores[f"{lr:g}"] = float(np.mean([res["final"][m][main] for m in res["models"]]))
+        best = max(scores, key=lambda k: (scores[k], -float(k)))
+        out = {"setting": setting.name, "scores": scores, "best": float(best),
+               "criterion": "mean held-out main metric of the three models, independent, seed 0"}
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _write_json(path, out)
+        return out

@@ -1,0 +1,105 @@
+"""Which runs each experiment needs: methods, settings, seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from mmojax.train import TrainConfig
+
+EXPERIMENTS = ("ablation", "tasks", "steps-to-target", "compute")
+MODELS = ("bert", "gpt2", "roberta")
+TEACHER = "roberta"  # the paper's strongest model
+
+# method -> TrainConfig overrides (distillation also needs a trained teacher).
+METHODS: dict[str, dict[str, Any]] = {
+    "mmo": {"mode": "mmo"},
+    "independent": {"mode": "independent"},
+    "joint-no-sharing": {"mode": "joint-no-sharing"},
+    "no-sharing": {"mode": "no-sharing"},
+    "no-sync": {"mode": "no-sync"},
+    "no-adaptive-lr": {"mode": "no-adaptive-lr"},
+    "distillation": {"mode": "independent", "coupling": "distill", "temperature": 2.0,
+                     "coupling_weight": 1.0},
+    "mutual-learning": {"mode": "independent", "coupling": "mutual", "temperature": 1.0,
+                        "coupling_weight": 1.0},
+}
+ABLATION_METHODS = tuple(METHODS)
+TASK_METHODS = ("independent", "mmo")
+
+# The paper's settings (section 4.4) shared by every run.
+PAPER = dict(batch_size=16, gradient_accumulation_steps=2, weight_decay=0.01, alpha=0.2,
+             beta=0.1, sync_every=10, model_weights={"bert": 1.0, "gpt2": 0.8, "roberta": 1.2})
+PAPER_LR = 3e-5
+LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One training regime of an experiment (task, length, schedule, lr source)."""
+
+    name: str
+    task: str
+    overrides: dict[str, Any]
+    lr: str  # "paper" or "tuned"
+    description: str
+
+
+def ablation_settings() -> list[Setting]:
+    literal = {"epochs": 3, "warmup_steps": 100}
+    converging = {"epochs": 20, "warmup_ratio": 0.1}
+    out = []
+    for lr in ("paper", "tuned"):
+        out.append(Setting(f"literal-{lr}", "synthetic", literal, lr,
+                           "the paper as written: 3 epochs (~45 updates), 100 warmup updates"))
+        out.append(Setting(f"converging-{lr}", "synthetic", converging, lr,
+                           "20 epochs, warmup 10% of the updates, cosine decay"))
+    return out
+
+
+def task_settings(max_train: int | None) -> list[Setting]:
+    common = {"epochs": 1, "warmup_ratio": 0.1, "max_train": max_train}
+    return [
+        Setting("sst2", "sst2", {**common, "eval_every": 0}, "tuned",
+                "SST-2, 1 epoch, warmup 10%, lr tuned for independent on a held-out 10% of train"),
+        Setting("ner", "ner", {**common, "batch_size": 16}, "tuned",
+                "CoNLL-2003, 1 epoch, warmup 10%, lr tuned for independent on held-out train"),
+        Setting("qa", "qa", common, "tuned", "SQuAD-format QA, when data is given"),
+    ]
+
+
+def steps_settings(max_train: int | None, eval_every: int) -> list[Setting]:
+    return [Setting("sst2-steps", "sst2",
+                    {"epochs": 1, "warmup_ratio": 0.1, "max_train": max_train,
+                     "eval_every": eval_every}, "tuned",
+                    f"SST-2, 1 epoch, validation every {eval_every} updates")]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One training run of the reproduction."""
+
+    experiment: str
+    setting: Setting
+    method: str
+    seed: int
+    models: tuple[str, ...] = MODELS
+    learning_rate: float = PAPER_LR
+
+    @property
+    def run_id(self) -> str:
+        models = "" if self.models == MODELS else "-" + "+".join(self.models)
+        return (f"{self.experiment}/{self.setting.name}/{self.method}{models}/"
+                f"lr{self.learning_rate:g}/seed{self.seed}")
+
+    def config(self, workdir: str, data_path: str | None, **extra) -> TrainConfig:
+        values = {**PAPER, **self.setting.overrides, **METHODS[self.method]}
+        # Only the models of this run keep their weights.
+        values["model_weights"] = {m: w for m, w in values["model_weights"].items()
+                                   if m in self.models}
+        values.update(extra)
+        values.update(task=self.setting.task, data=data_path, seed=self.seed,
+                      models=self.models, learning_rate=self.learning_rate, workdir=workdir,
+                      progress=False, keep_checkpoints=1)
+        values = {k: v for k, v in values.items() if v is not None or k in ("max_train",)}
+        return TrainConfig(**values)
