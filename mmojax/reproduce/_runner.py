@@ -210,15 +210,17 @@ class Runner:
         if os.path.exists(path):
             with open(path) as f:
                 return json.load(f)
-        scores = {}
+        scores, losses = {}, {}
         for lr in grid:
             spec = _specs.RunSpec("tuning", setting, "independent", 0, _specs.MODELS, lr)
             res = self.run(spec, holdout=0.1)
             main = res["main_metric"]
             scores[f"{lr:g}"] = float(np.mean([res["final"][m][main] for m in res["models"]]))
-        best = max(scores, key=lambda k: (scores[k], -float(k)))
-        out = {"setting": setting.name, "scores": scores, "best": float(best),
-               "criterion": "mean held-out main metric of the three models, independent, seed 0"}
+            losses[f"{lr:g}"] = float(np.mean([res["final"][m]["loss"] for m in res["models"]]))
+        best = max(scores, key=lambda k: (scores[k], -losses[k]))
+        out = {"setting": setting.name, "scores": scores, "losses": losses, "best": float(best),
+               "criterion": "mean held-out main metric of the three models (ties: lower "
+                            "held-out loss), independent, seed 0"}
         os.makedirs(os.path.dirname(path), exist_ok=True)
         _write_json(path, out)
         return out

@@ -47,13 +47,13 @@ class Setting:
 
 def ablation_settings() -> list[Setting]:
     literal = {"epochs": 3, "warmup_steps": 100}
-    converging = {"epochs": 20, "warmup_ratio": 0.1}
+    converging = {"epochs": 10, "warmup_ratio": 0.1}
     out = []
     for lr in ("paper", "tuned"):
         out.append(Setting(f"literal-{lr}", "synthetic", literal, lr,
                            "the paper as written: 3 epochs (~45 updates), 100 warmup updates"))
         out.append(Setting(f"converging-{lr}", "synthetic", converging, lr,
-                           "20 epochs, warmup 10% of the updates, cosine decay"))
+                           "10 epochs (~155 updates), warmup 10% of the updates, cosine decay"))
     return out
 
 
