@@ -202,6 +202,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     start = 0
     if resume:
         state, meta, start = ckpt.restore(state)
+        if meta.get("tokenizer") not in (None, task.tokenizer.to_str()):
+            raise _checkpoint.CheckpointError(
+                f"{tok_path} differs from the tokenizer saved in checkpoint {start}; restore "
+                "the run's own tokenizer.json to resume")
         batches.restore(meta["position"])
         log.info("resumed from step %d (data position %s)", start, meta["position"])
     metrics = _MetricsLog(os.path.join(workdir, "metrics.jsonl"), start if resume else None)
@@ -219,7 +223,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     consumed = batches.position  # data position of the last *completed* step
 
     def save(step):
-        ckpt.save(step, state, {"position": consumed, "step": step, "config": config.to_dict()})
+        ckpt.save(step, state, {"position": consumed, "step": step, "config": config.to_dict(),
+                                "tokenizer": task.tokenizer.to_str()})
 
     def run_eval(step, epoch):
         nonlocal final, probabilities
