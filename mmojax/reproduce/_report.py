@@ -77,15 +77,19 @@ class _Doc:
         self.add("")
 
 
-def _method_values(idx, setting, method, model):
-    """Per-seed main metric of ``model`` under ``method`` (distillation: teacher for RoBERTa)."""
+def _method_runs(idx, setting, method, model):
+    """``{seed: run}`` that trained ``model`` under ``method`` (distillation: the teacher's
+    own run for RoBERTa, the students' run for the others)."""
     if method == "distillation" and model == _specs.TEACHER:
-        runs = idx.get((setting, "independent", (_specs.TEACHER,)), {})
-    elif method == "distillation":
-        runs = idx.get((setting, method, ("bert", "gpt2")), {})
-    else:
-        runs = idx.get((setting, method, MODELS), {})
-    return {s: _metric(r, model) for s, r in runs.items()}
+        return idx.get((setting, "independent", (_specs.TEACHER,)), {})
+    if method == "distillation":
+        return idx.get((setting, method, tuple(m for m in MODELS if m != _specs.TEACHER)), {})
+    return idx.get((setting, method, MODELS), {})
+
+
+def _method_values(idx, setting, method, model):
+    """Per-seed main metric of ``model`` under ``method``."""
+    return {s: _metric(r, model) for s, r in _method_runs(idx, setting, method, model).items()}
 
 
 def _ablation(doc, results, workdir):
@@ -113,7 +117,7 @@ def _ablation(doc, results, workdir):
                 any_data |= s["n"] > 0
                 paper = PAPER_TABLE1.get(method)
                 cells.append(fmt_summary(s) + (f" [{paper[i]:.1f}]" if paper else ""))
-                runs = idx.get((setting.name, method, MODELS), {})
+                runs = _method_runs(idx, setting.name, method, model)
                 tl = summary([r["final_train_loss"].get(model) for r in runs.values()])
                 tcells.append(f"{tl['mean']:.3f}" if tl["n"] else "n/a")
             if any_data:
