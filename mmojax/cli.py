@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--beta", type=float, default=d.beta, help="synchronisation coefficient")
     o.add_argument("--sync-every", type=int, default=d.sync_every, help="in optimizer updates")
     o.add_argument("--reduction", choices=("mean", "sum"), default=d.reduction)
+    o.add_argument("--grouping", choices=("type_shape", "role", "role_depth"),
+                   default=d.grouping,
+                   help="which parameters share: the paper's (type, shape), or aligned roles")
     o.add_argument("--weights", type=_weights,
                    default=",".join(f"{k}={v}" for k, v in _config.PAPER_WEIGHTS.items()),
                    help="model weights")
@@ -145,6 +148,7 @@ def config_from_args(args: argparse.Namespace) -> _config.TrainConfig:
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         warmup_ratio=args.warmup_ratio, cosine_decay=not args.no_decay, alpha=args.alpha,
         beta=args.beta, sync_every=args.sync_every, reduction=args.reduction,
+        grouping=args.grouping,
         model_weights=args.weights, clip_norm=args.clip_norm, conv_window=args.conv_window,
         conv_update_every=args.conv_update_every, max_train=args.max_train,
         max_val=args.max_val, eval_every=args.eval_every, log_every=args.log_every,

@@ -127,7 +127,7 @@ def _ablation(doc, results, workdir):
         doc.add("Final training loss (mean over seeds; chance is 0.693):", "")
         doc.table(["method", *MODELS], train_rows)
         # Paired effects against independent, for the findings.
-        for method in ("mmo", "no-sharing", "no-sync", "no-adaptive-lr", "mutual-learning"):
+        for method in ("mmo", "mmo-role", "mmo-role-depth"):
             for model in MODELS:
                 a = _method_values(idx, setting.name, method, model)
                 b = _method_values(idx, setting.name, "independent", model)
@@ -135,7 +135,11 @@ def _ablation(doc, results, workdir):
                 if len(seeds) < 1:
                     continue
                 d = paired([a[s] for s in seeds], [b[s] for s in seeds])
-                if method == "mmo":
+                if method != "mmo":
+                    doc.findings.append(
+                        f"Synthetic, {setting.name}, {model}: {method} - independent = "
+                        f"{fmt_summary(d)} points: {verdict(d, +1)}.")
+                else:
                     doc.findings.append(
                         f"Synthetic, {setting.name}, {model}: mmo - independent = "
                         f"{fmt_summary(d)} points; paper claims +{PAPER_TABLE1['mmo'][MODELS.index(model)] - PAPER_TABLE1['independent'][MODELS.index(model)]:.1f}: "
@@ -267,20 +271,23 @@ def _collapse(doc, results):
             "independent vs mmo. Values near 1.00 mean the members became copies of each "
             "other.", "")
     for setting in _specs.ablation_settings():
-        ind = idx.get((setting.name, "independent", MODELS), {})
-        mmo = idx.get((setting.name, "mmo", MODELS), {})
-        if not ind or not mmo:
+        methods = [m for m in ("independent", "mmo", "mmo-role", "mmo-role-depth")
+                   if idx.get((setting.name, m, MODELS))]
+        if "independent" not in methods or len(methods) < 2:
             continue
-        keys = list(next(iter(mmo.values()))["collapse"])
+        keys = list(next(iter(idx[(setting.name, "mmo", MODELS)].values()))["collapse"]) \
+            if "mmo" in methods else []
         rows = []
         for key in keys:
-            a = summary([r["collapse"][key]["cross_model"] for r in ind.values()
-                         if key in r["collapse"]])
-            b = summary([r["collapse"][key]["cross_model"] for r in mmo.values()
-                         if key in r["collapse"]])
-            rows.append([key, f"{a['mean']:.2f}", f"{b['mean']:.2f}"])
+            row = [key]
+            for m in methods:
+                s = summary([r["collapse"][key]["cross_model"]
+                             for r in idx[(setting.name, m, MODELS)].values()
+                             if key in r["collapse"]])
+                row.append(f"{s['mean']:.2f}")
+            rows.append(row)
         doc.add(f"### {setting.name}", "")
-        doc.table(["key", "independent", "mmo"], rows)
+        doc.table(["key (type, shape)", *methods], rows)
 
 
 def _ensembles(doc, results):
@@ -291,7 +298,8 @@ def _ensembles(doc, results):
     for exp in ("ablation", "tasks"):
         idx = _index(results, exp)
         for (setting, method, models), runs in sorted(idx.items()):
-            if method not in ("independent", "mmo", "mutual-learning") or models != MODELS:
+            if method not in ("independent", "mmo", "mmo-role", "mmo-role-depth",
+                              "mutual-learning") or models != MODELS:
                 continue
             accs, dis, best = [], [], []
             for r in runs.values():

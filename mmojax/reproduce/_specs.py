@@ -14,6 +14,8 @@ TEACHER = "roberta"  # the paper's strongest model
 # method -> TrainConfig overrides (distillation also needs a trained teacher).
 METHODS: dict[str, dict[str, Any]] = {
     "mmo": {"mode": "mmo"},
+    "mmo-role": {"mode": "mmo", "grouping": "role"},
+    "mmo-role-depth": {"mode": "mmo", "grouping": "role_depth"},
     "independent": {"mode": "independent"},
     "joint-no-sharing": {"mode": "joint-no-sharing"},
     "no-sharing": {"mode": "no-sharing"},

@@ -59,6 +59,7 @@ class TrainConfig:
     beta: float = 0.1
     sync_every: int = 10
     reduction: str = "mean"
+    grouping: str = "type_shape"
     model_weights: Mapping[str, float] | None = dataclasses.field(
         default_factory=lambda: dict(PAPER_WEIGHTS))
     clip_norm: float | None = 1.0
@@ -166,6 +167,7 @@ class TrainConfig:
             clip_norm=self.clip_norm,
             gradient_accumulation_steps=self.gradient_accumulation_steps,
             reduction=self.reduction,
+            grouping=self.grouping,
             convergence_window=max(2, self.conv_window),
             convergence_update_every=max(1, self.conv_update_every),
             **share,
