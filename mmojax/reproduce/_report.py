@@ -166,9 +166,12 @@ def _tasks(doc, results, opts):
     for task in ("sst2", "ner", "qa"):
         settings = {k[0] for k in idx if k[0] == task}
         if not settings:
+            folder = {"sst2": "sst2", "ner": "conll2003", "qa": "squad"}[task]
+            have = bool(opts.data_dir) and os.path.isdir(os.path.join(opts.data_dir, folder))
+            status = "not run yet" if have else f"no data ({folder}/ not given)"
             for model in MODELS:
                 p = PAPER_TABLE2[task][model]
-                rows.append([task, model, "no data", "no data", "n/a", f"{p[0]} / {p[1]}"])
+                rows.append([task, model, status, status, "n/a", f"{p[0]} / {p[1]}"])
             continue
         for model in MODELS:
             ind = _method_values(idx, task, "independent", model)
