@@ -95,7 +95,11 @@ def plan_runs(opts: ReproduceOptions, runner: Runner) -> list[tuple[_specs.RunSp
     for setting, method, seed, models, experiment in plan:
         lr = _specs.PAPER_LR
         if setting.lr == "tuned":
-            lr = runner.tune_lr(setting, opts.lr_grid)["best"]
+            tune = setting
+            if setting.tune_as:
+                tune = next(s for s in _specs.task_settings(opts.max_train)
+                            if s.name == setting.tune_as)
+            lr = runner.tune_lr(tune, opts.lr_grid)["best"]
         spec = _specs.RunSpec(experiment, setting, method, seed, models, lr)
         out.append((spec, f"{setting.name} {method} seed {seed}"))
     return out

@@ -45,6 +45,7 @@ class Setting:
     overrides: dict[str, Any]
     lr: str  # "paper" or "tuned"
     description: str
+    tune_as: str | None = None  # reuse the lr tuned for another setting (same data/schedule)
 
 
 def ablation_settings() -> list[Setting]:
@@ -74,7 +75,7 @@ def steps_settings(max_train: int | None, eval_every: int) -> list[Setting]:
     return [Setting("sst2-steps", "sst2",
                     {"epochs": 1, "warmup_ratio": 0.1, "max_train": max_train,
                      "eval_every": eval_every}, "tuned",
-                    f"SST-2, 1 epoch, validation every {eval_every} updates")]
+                    f"SST-2, 1 epoch, validation every {eval_every} updates", tune_as="sst2")]
 
 
 @dataclasses.dataclass(frozen=True)
