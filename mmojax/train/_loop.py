@@ -263,6 +263,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
                 bar.set_postfix({m: f"{r[task.main_metric]:.3f}" for m, r in res.items()})
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 save(step)
+        if not final:  # resumed a finished run: nothing trained, still report where it stands
+            run_eval(step, step / per_epoch)
         save(step)
     except KeyboardInterrupt:
         log.warning("interrupted at step %d: saving a checkpoint to resume from", step)
