@@ -192,8 +192,10 @@ class SharingPlan:
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append("")
-        lines.append(f"{len(self.shared_groups)} shared groups; {len(self.groups)} groups in all "
-                     f"(grouping {self.grouping!r})")
+        summary = f"{len(self.shared_groups)} shared keys; {len(self.groups)} keys in all"
+        if self.grouping != "type_shape":
+            summary += f" (grouping {self.grouping!r})"
+        lines.append(summary)
         for model, frac in self.coverage().items():
             lines.append(
                 f"  {model}: {frac:6.1%} of {self.model_sizes[model]:,} parameters shared"
@@ -280,7 +282,7 @@ def _view_groups(views, by_depth: bool) -> tuple[list[Group], list[str]]:
         view = None if v.index_map.is_identity else v.index_map
         by_key.setdefault(ViewKey(v.role, v.kind, v.shape, depth), []).append(
             Member(v.model, v.path, v.index, view, v.layer))
-    groups = [Group(key=k, shape=k.shape, members=tuple(ms), within_model=True)
+    groups = [Group(key=k, shape=k.shape, members=tuple(ms), within_model=False)
               for k, ms in by_key.items()]
     return sorted(groups, key=_forward_order), unpaired
 

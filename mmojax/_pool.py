@@ -180,8 +180,12 @@ def mix_groups(
         buffers = pool_buffers(xs, ws, recipe)
         for p, (member, x) in enumerate(zip(group.members, xs)):
             pool = member_pool(buffers, recipe, p, x, ws[p], reduction)
-            mixed = (1.0 - coef) * x.astype(pool.dtype) + coef * pool
-            parts.setdefault(member.index, []).append((member.view, mixed.astype(x.dtype)))
+            # Mixed in the member's stored orientation: the pool is transposed
+            # (once per member), the member itself only sliced.
+            block = _views.block(flat[member.index], member.view)
+            pool = _views.ungather(pool, member.view)
+            mixed = (1.0 - coef) * block.astype(pool.dtype) + coef * pool
+            parts.setdefault(member.index, []).append((member.view, mixed.astype(block.dtype)))
     out = list(flat)
     for index, leaf_parts in parts.items():
         out[index] = _views.scatter(flat[index], leaf_parts)

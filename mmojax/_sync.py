@@ -131,8 +131,10 @@ def sync_parameters(
         parts: dict[int, list] = {}
         for g, recipe, bufs, gp, gu, gw in zip(groups, recipes, buffers, views_p, views_u, ws):
             for i, m in enumerate(g.members):
-                u, p = gu[i], gp[i]
-                avg = _pool.member_pool(bufs, recipe, i, p + u, gw[i])
+                avg = _pool.member_pool(bufs, recipe, i, gp[i] + gu[i], gw[i])
+                avg = _views.ungather(avg, m.view)  # to the stored orientation
+                u = _views.block(flat_u[m.index], m.view)
+                p = _views.block(flat_p[m.index], m.view)
                 moved = p.astype(avg.dtype) + u.astype(avg.dtype)
                 new_u = (u.astype(avg.dtype) + step * (avg - moved)).astype(u.dtype)
                 parts.setdefault(m.index, []).append((m.view, new_u))

@@ -40,7 +40,7 @@ class IndexMap:
       ('[q].T', (2, 2))
       >>> q.gather(qkv).tolist()
       [[0.0, 2.0], [1.0, 3.0]]
-      >>> bool((scatter(qkv, [(q, q.gather(qkv))]) == qkv).all())
+      >>> bool((scatter(qkv, [(q, q.ungather(q.gather(qkv)))]) == qkv).all())
       True
     """
 
@@ -62,14 +62,19 @@ class IndexMap:
             shape[self.axis] = self.stop - self.start
         return tuple(reversed(shape)) if self.transpose else tuple(shape)
 
+    def block(self, x: Any) -> jax.Array:
+        """The stored-orientation block of ``x`` that the view reads (the slice only)."""
+        if self.axis is None:
+            return x
+        return jax.lax.slice_in_dim(x, self.start, self.stop, axis=self.axis)
+
     def gather(self, x: Any) -> jax.Array:
-        """The view of ``x`` (a slice and/or a transpose; no copy when identity)."""
-        if self.axis is not None:
-            x = jax.lax.slice_in_dim(x, self.start, self.stop, axis=self.axis)
+        """The view of ``x``: its :meth:`block`, transposed when ``transpose``."""
+        x = self.block(x)
         return x.T if self.transpose else x
 
     def ungather(self, v: Any) -> jax.Array:
-        """The stored-orientation block of a view value (undoes the transpose)."""
+        """A view-shaped value in stored orientation (undoes the transpose)."""
         return v.T if self.transpose else v
 
     def __str__(self) -> str:
@@ -88,23 +93,33 @@ def gather(x: Any, view: IndexMap | None) -> jax.Array:
     return x if view is None else view.gather(x)
 
 
+def block(x: Any, view: IndexMap | None) -> jax.Array:
+    """``view.block(x)``; ``None`` is the identity."""
+    return x if view is None else view.block(x)
+
+
+def ungather(v: Any, view: IndexMap | None) -> jax.Array:
+    """``view.ungather(v)``; ``None`` is the identity."""
+    return v if view is None else view.ungather(v)
+
+
 def scatter(x: Any, parts: Sequence[tuple[IndexMap | None, Any]]) -> jax.Array:
-    """Writes view values back into ``x``; everything else keeps its value.
+    """Writes blocks back into ``x``; everything else keeps its value.
 
     Args:
       x: the stored leaf.
-      parts: ``(view, value)`` pairs of disjoint views of ``x`` (an identity
-        view covers the whole leaf and must be alone; slices share one axis).
-        Values are cast to ``x.dtype``.
+      parts: ``(view, block)`` pairs of disjoint views of ``x`` (a view of the
+        whole leaf must be alone; slices share one axis), each block in
+        *stored* orientation (:meth:`IndexMap.block` shape; use
+        :meth:`IndexMap.ungather` on view-shaped values). Blocks are cast to
+        ``x.dtype``.
 
     Returns:
-      The leaf with each view replaced by its value: the uncovered stretches
-      of ``x`` and the written blocks, concatenated along the sliced axis.
+      The leaf with each view's block replaced: the uncovered stretches of
+      ``x`` and the written blocks, concatenated along the sliced axis.
     """
     if len(parts) == 1 and (parts[0][0] is None or parts[0][0].axis is None):
-        view, value = parts[0]
-        value = value if view is None else view.ungather(value)
-        return jnp.asarray(value).astype(x.dtype)
+        return jnp.asarray(parts[0][1]).astype(x.dtype)
     axes = {view.axis for view, _ in parts}
     if len(axes) != 1 or None in axes:
         raise ValueError(f"views of one leaf must slice one axis, got {sorted(map(str, axes))}")
@@ -115,7 +130,7 @@ def scatter(x: Any, parts: Sequence[tuple[IndexMap | None, Any]]) -> jax.Array:
             raise ValueError(f"views of one leaf overlap at index {view.start} of axis {axis}")
         if view.start > pos:
             pieces.append(jax.lax.slice_in_dim(x, pos, view.start, axis=axis))
-        pieces.append(view.ungather(value).astype(x.dtype))
+        pieces.append(jnp.asarray(value).astype(x.dtype))
         pos = view.stop
     if pos < x.shape[axis]:
         pieces.append(jax.lax.slice_in_dim(x, pos, x.shape[axis], axis=axis))

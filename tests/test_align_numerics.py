@@ -191,8 +191,10 @@ def test_qkv_slices_pool_with_their_own_groups_and_scatter_back():
         out, _ = update(grads, tx.init(grads))
         b = grads["bert"]["encoder"]["layer"]["0"]["attention"]["self"]
         ob = out["bert"]["encoder"]["layer"]["0"]["attention"]["self"]
-        a, ab = (np.asarray(grads["gpt2"]["h"]["0"]["attn"]["c_attn"][k]) for k in ("kernel", "bias"))
-        oa, oab = (np.asarray(out["gpt2"]["h"]["0"]["attn"]["c_attn"][k]) for k in ("kernel", "bias"))
+        c_attn, out_c_attn = grads["gpt2"]["h"]["0"]["attn"]["c_attn"], \
+            out["gpt2"]["h"]["0"]["attn"]["c_attn"]
+        a, ab = np.asarray(c_attn["kernel"]), np.asarray(c_attn["bias"])
+        oa, oab = np.asarray(out_c_attn["kernel"]), np.asarray(out_c_attn["bias"])
         pool_q = wb * np.asarray(b["query"]["kernel"]) + wg * a[0:2].T
         np.testing.assert_allclose(oa[0:2], ((1 - alpha) * a[0:2].T + alpha * pool_q).T, rtol=1e-6)
         np.testing.assert_allclose(ob["query"]["kernel"],
@@ -233,9 +235,9 @@ def test_role_never_pools_a_model_with_itself_by_hand():
                 "gpt2": {"h": {"0": c(g0), "1": c(g1)}}}
 
     def qs(out):
-        return [float(out["bert"]["encoder"]["layer"][i]["attention"]["self"]["query"]["kernel"][0, 0])
-                for i in "01"] + [float(out["gpt2"]["h"][i]["attn"]["c_attn"]["kernel"][0, 0])
-                                  for i in "01"]
+        bert = out["bert"]["encoder"]["layer"]
+        return ([float(bert[i]["attention"]["self"]["query"]["kernel"][0, 0]) for i in "01"]
+                + [float(out["gpt2"]["h"][i]["attn"]["c_attn"]["kernel"][0, 0]) for i in "01"])
 
     grads = tree(1.0, 2.0, 10.0, 20.0)
     tx = mmojax.share_gradients(alpha=0.5, grouping="role")
@@ -286,12 +288,16 @@ def test_views_are_static_slices(grouping):
 def test_multi_model_optimizer_uses_the_grouping(grouping):
     params = random_tree(7)
 
-    def train(tx, steps=4):
-        state, p = tx.init(params), params
-        for i in range(steps):
+    def train(tx, steps=3):
+        @jax.jit
+        def step(p, state, i):
             grads = jax.tree.map(lambda x: jnp.sin(x * (i + 1.0)), p)
-            updates, state = jax.jit(tx.update)(grads, state, p)
-            p = optax.apply_updates(p, updates)
+            updates, state = tx.update(grads, state, p)
+            return optax.apply_updates(p, updates), state
+
+        p, state = params, tx.init(params)
+        for i in range(steps):
+            p, state = step(p, state, jnp.float32(i))
         return p
 
     ours = train(mmojax.multi_model_optimizer(
@@ -300,10 +306,5 @@ def test_multi_model_optimizer_uses_the_grouping(grouping):
     chain = train(optax.chain(
         mmojax.share_gradients(0.3, grouping=grouping), optax.scale_by_adam(),
         optax.scale(-1e-2), mmojax.sync_parameters(0.2, 2, grouping=grouping)))
-    paper = train(mmojax.multi_model_optimizer(
-        learning_rate=1e-2, warmup_steps=0, alpha=0.3, beta=0.2, sync_every=2, adaptive=False,
-        weight_decay=0.0))
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(chain), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(ours),
-                                                     jax.tree.leaves(paper)))

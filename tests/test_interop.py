@@ -11,6 +11,20 @@ from helpers import make_tree
 
 LOSSES = {"a": 1.0, "b": 2.0, "c": 0.5}
 
+# Alignment rules for the toy tree of helpers.py, so that the role groupings
+# run through real views: "c" stores its mlp kernel (out, in) (a transposed
+# view), the attention leaves are fused pairs split along their output axis
+# (several members of one model in a group: leave-own-model-out pools), and
+# the rest (embedding, head) falls back to (type, shape).
+TOY_RULES = (
+    mmojax.AlignRule(r"^c/mlp/kernel$", "mlp.up", transpose=True),
+    mmojax.AlignRule(r"/mlp/(kernel|bias)$", "mlp.up"),
+    mmojax.AlignRule(r"/attn/[qkv]$", ("attn.x", "attn.y"), kind="kernel", transpose=True),
+    mmojax.AlignRule(r"/norm/scale$", "norm"),
+)
+ROLE = {"grouping": "role", "align_rules": TOY_RULES}
+ROLE_DEPTH = {"grouping": "role_depth", "align_rules": TOY_RULES}
+
 FACTORIES = {
     "share_gradients": lambda: mmojax.share_gradients(alpha=0.3),
     "share_gradients_sum": lambda: mmojax.share_gradients(alpha=0.3, reduction="sum"),
@@ -27,6 +41,18 @@ FACTORIES = {
     "multi_model_optimizer_accum": lambda: mmojax.multi_model_optimizer(
         learning_rate=1e-2, warmup_steps=0, sync_every=1, gradient_accumulation_steps=2,
         convergence_window=2, convergence_update_every=1),
+    "share_gradients_role": lambda: mmojax.share_gradients(alpha=0.3, **ROLE),
+    "share_gradients_role_depth_sum": lambda: mmojax.share_gradients(
+        alpha=0.3, reduction="sum", **ROLE_DEPTH),
+    "sync_parameters_role": lambda: mmojax.sync_parameters(beta=0.2, every=1, **ROLE),
+    "sync_parameters_role_depth": lambda: mmojax.sync_parameters(beta=0.2, every=2, **ROLE_DEPTH),
+    "multi_model_optimizer_role": lambda: mmojax.multi_model_optimizer(
+        learning_rate=1e-2, warmup_steps=2, sync_every=2, convergence_window=2,
+        convergence_update_every=1, clip_norm=1.0, **ROLE),
+    "multi_model_optimizer_role_depth": lambda: mmojax.multi_model_optimizer(
+        learning_rate=1e-2, warmup_steps=0, sync_every=1, gradient_accumulation_steps=2,
+        convergence_window=2, convergence_update_every=1, model_weights={"a": 1.0, "b": 2.0},
+        **ROLE_DEPTH),
 }
 
 
