@@ -376,3 +376,17 @@ def sharing_plan(params: Any, labels: Any = None, grouping: str = "type_shape",
         gpt2/h/0/mlp/c_fc/kernel.T
     """
     return make_plan(params, labels, grouping, align_rules, warn=True)
+
+
+def validate_at_init(params, model_weights, labels, grouping, align_rules) -> None:
+    """The init-time checks shared by gradient sharing and sync.
+
+    Validates the multi-model tree, that ``model_weights`` names only its
+    models, and the labels/rules (building the plan also warns about
+    unmatched leaves once, here rather than on every update).
+    """
+    from mmojax import _pool  # _pool imports this module
+
+    models = _tree.check_multi_model_tree(params)
+    _pool.normalized_weights(model_weights, models)
+    sharing_plan(params, labels, grouping, align_rules)

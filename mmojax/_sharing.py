@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from mmojax import _align, _plan, _pool, _tree
+from mmojax import _align, _plan, _pool
 
 REDUCTIONS = ("mean", "sum")
 
@@ -79,10 +79,7 @@ def share_gradients(
     align_rules = _align.check_rules(align_rules)
 
     def init_fn(params):
-        models = _tree.check_multi_model_tree(params)
-        _pool.normalized_weights(model_weights, models)
-        # Fails early on bad labels or rules, and warns about unmatched leaves once.
-        _plan.sharing_plan(params, labels, grouping, align_rules)
+        _plan.validate_at_init(params, model_weights, labels, grouping, align_rules)
         return ShareGradientsState()
 
     def update_fn(updates, state, params=None, **extra_args):

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mmojax import _align, _plan, _pool, _tree, _views
+from mmojax import _align, _plan, _pool, _views
 
 
 class SyncState(NamedTuple):
@@ -83,9 +83,7 @@ def sync_parameters(
     align_rules = _align.check_rules(align_rules)
 
     def init_fn(params):
-        models = _tree.check_multi_model_tree(params)
-        _pool.normalized_weights(model_weights, models)
-        _plan.sharing_plan(params, labels, grouping, align_rules)
+        _plan.validate_at_init(params, model_weights, labels, grouping, align_rules)
         return SyncState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None, **extra_args):
