@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -26,19 +27,44 @@ class MultiModelOptimizerState(NamedTuple):
     sync: Any
 
 
-def _stages(stages: dict[str, optax.GradientTransformation]):
-    """Chains ``stages`` in order, keeping each stage's state in a named field."""
+def _stages(stages: dict[str, optax.GradientTransformation],
+            sync: tuple[int, Callable[[Any, Any], Any]] | None = None):
+    """Chains ``stages`` in order, keeping each stage's state in a named field.
+
+    With ``sync = (every, synced)`` the ``"sync"`` stage is not run as a
+    transformation: one ``lax.cond`` around the whole update picks, every
+    ``every``-th update, the pipeline followed by ``synced(updates, params)``,
+    and otherwise the plain pipeline, so off-sync updates cost what the
+    pipeline alone costs (a ``cond`` inside the sync stage would have to
+    materialise and pass through the updates).
+    """
     stages = {k: optax.with_extra_args_support(t) for k, t in stages.items()}
 
     def init_fn(params):
         return MultiModelOptimizerState(**{k: t.init(params) for k, t in stages.items()})
 
-    def update_fn(updates, state, params=None, **extra_args):
+    def run(updates, state, params, extra_args, do_sync):
         new_state = {}
         for name, stage in stages.items():
+            if sync is not None and name == "sync":
+                new_state[name] = _sync.SyncState(optax.safe_increment(state.sync.count))
+                if do_sync:
+                    updates = sync[1](updates, params)
+                continue
             updates, new_state[name] = stage.update(
                 updates, getattr(state, name), params, **extra_args)
         return updates, MultiModelOptimizerState(**new_state)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if sync is None:
+            return run(updates, state, params, extra_args, False)
+        if params is None:
+            raise ValueError("multi_model_optimizer needs params: call "
+                             "update(updates, state, params)")
+        is_sync = optax.safe_increment(state.sync.count) % sync[0] == 0
+        return jax.lax.cond(is_sync,
+                            lambda: run(updates, state, params, extra_args, True),
+                            lambda: run(updates, state, params, extra_args, False))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -169,7 +195,13 @@ def multi_model_optimizer(
         "learning_rate": _schedule.scale_by_model_learning_rate(schedule, model_weights),
         "sync": sync if beta > 0 and sync_every > 0 else off,
     }
-    return _accumulate.accumulate_gradients(_stages(stages), gradient_accumulation_steps)
+    fused_sync = None
+    if beta > 0 and sync_every > 0:
+        fused_sync = (sync_every, functools.partial(
+            _sync.synced_updates, beta=beta, model_weights=model_weights, labels=labels,
+            grouping=grouping, align_rules=align_rules))
+    return _accumulate.accumulate_gradients(_stages(stages, fused_sync),
+                                            gradient_accumulation_steps)
 
 
 def _find_states(opt_state: Any, cls: type) -> list[Any]:

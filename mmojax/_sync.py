@@ -101,45 +101,76 @@ def sync_parameters(
         # Only the pool buffers go through the `cond` (one per group, or one per
         # model with several members under leave-own-model-out pooling; zeros
         # off-sync); the move itself is an elementwise expression on the views
-        # that XLA fuses into `apply_updates`, so off-sync steps cost almost nothing:
+        # that XLA fuses into `apply_updates`, so off-sync steps cost little:
         #   u' = u + s (avg - (p + u)),  s = beta on sync steps, 0 otherwise,
         # and u' = u exactly off-sync, in every view and outside them.
+        # (`multi_model_optimizer` avoids even that with one `cond` around its
+        # whole update; see `synced_updates`.)
         flat_u, treedef = jax.tree_util.tree_flatten(updates)
         flat_p = treedef.flatten_up_to(params)
         flat_u = jax.lax.optimization_barrier(flat_u)
-        groups = plan.shared_groups
-        recipes = [_pool.pool_recipe(g, weights) for g in groups]
-        views_u = [[m.take(flat_u[m.index]) for m in g.members] for g in groups]
-        views_p = [[m.take(flat_p[m.index]) for m in g.members] for g in groups]
-        ws = [[weights[m.model] for m in g.members] for g in groups]
-
-        def averages(_):
-            return [
-                _pool.pool_buffers([p + u for p, u in zip(gp, gu)], gw, recipe)
-                for gp, gu, gw, recipe in zip(views_p, views_u, ws, recipes)
-            ]
-
-        def no_averages(_):
-            return jax.tree.map(lambda out: jnp.zeros(out.shape, out.dtype),
-                                jax.eval_shape(averages, None))
-
         is_sync = count % every == 0
-        buffers = jax.lax.cond(is_sync, averages, no_averages, None)
+        buffers = jax.lax.cond(
+            is_sync,
+            lambda _: _average_buffers(flat_u, flat_p, plan, weights),
+            lambda _: jax.tree.map(
+                lambda out: jnp.zeros(out.shape, out.dtype),
+                jax.eval_shape(lambda: _average_buffers(flat_u, flat_p, plan, weights))),
+            None)
         step = jnp.where(is_sync, beta, 0.0).astype(jnp.float32)
-        parts: dict[int, list] = {}
-        for g, recipe, bufs, gp, gu, gw in zip(groups, recipes, buffers, views_p, views_u, ws):
-            for i, m in enumerate(g.members):
-                avg = _pool.member_pool(bufs, recipe, i, gp[i] + gu[i], gw[i])
-                avg = _views.ungather(avg, m.view)  # to the stored orientation
-                u = _views.block(flat_u[m.index], m.view)
-                p = _views.block(flat_p[m.index], m.view)
-                moved = p.astype(avg.dtype) + u.astype(avg.dtype)
-                new_u = (u.astype(avg.dtype) + step * (avg - moved)).astype(u.dtype)
-                parts.setdefault(m.index, []).append((m.view, new_u))
-        out = list(flat_u)
-        for index, leaf_parts in parts.items():
-            out[index] = _views.scatter(flat_u[index], leaf_parts)
+        out = _move(flat_u, flat_p, plan, weights, step, buffers)
         updates = jax.tree_util.tree_unflatten(treedef, out)
         return updates, SyncState(count)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _average_buffers(flat_u, flat_p, plan, weights):
+    """Each shared group's pool buffers of the moved parameters ``p + u``."""
+    out = []
+    for g in plan.shared_groups:
+        recipe = _pool.pool_recipe(g, weights)
+        moved = [m.take(flat_p[m.index]) + m.take(flat_u[m.index]) for m in g.members]
+        out.append(_pool.pool_buffers(moved, [weights[m.model] for m in g.members], recipe))
+    return out
+
+
+def _move(flat_u, flat_p, plan, weights, step, buffers):
+    """``u + step (avg - (p + u))`` on every shared view, scattered back into the leaves."""
+    parts: dict[int, list] = {}
+    for g, bufs in zip(plan.shared_groups, buffers):
+        recipe = _pool.pool_recipe(g, weights)
+        for i, m in enumerate(g.members):
+            moved_view = m.take(flat_p[m.index]) + m.take(flat_u[m.index])
+            avg = _pool.member_pool(bufs, recipe, i, moved_view, weights[m.model])
+            avg = _views.ungather(avg, m.view)  # to the stored orientation
+            u = _views.block(flat_u[m.index], m.view)
+            p = _views.block(flat_p[m.index], m.view)
+            moved = p.astype(avg.dtype) + u.astype(avg.dtype)
+            new_u = (u.astype(avg.dtype) + step * (avg - moved)).astype(u.dtype)
+            parts.setdefault(m.index, []).append((m.view, new_u))
+    out = list(flat_u)
+    for index, leaf_parts in parts.items():
+        out[index] = _views.scatter(flat_u[index], leaf_parts)
+    return out
+
+
+def synced_updates(updates, params, beta, model_weights=None, labels=None,
+                   grouping="type_shape", align_rules=None):
+    """The synchronised updates of one sync step, unconditionally (pure function).
+
+    ``optax.apply_updates(params, synced_updates(u, params, beta))`` equals the
+    move of :func:`sync_parameters` on a sync step. Used by
+    :func:`multi_model_optimizer` inside one ``lax.cond`` around its whole
+    update, so off-sync steps run the plain pipeline at no extra cost.
+    """
+    plan = _plan.make_plan(params, labels, grouping, align_rules, warn=False)
+    if not plan.shared_groups or beta == 0:
+        return updates
+    weights = _pool.normalized_weights(model_weights, plan.models)
+    flat_u, treedef = jax.tree_util.tree_flatten(updates)
+    flat_p = treedef.flatten_up_to(params)
+    buffers = _average_buffers(flat_u, flat_p, plan, weights)
+    step = jnp.asarray(beta, jnp.float32)
+    return jax.tree_util.tree_unflatten(treedef, _move(flat_u, flat_p, plan, weights, step,
+                                                       buffers))

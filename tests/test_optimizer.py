@@ -150,3 +150,28 @@ def test_schedule_values():
     cos = lambda x: 0.5 + 0.5 * 0.5 * (1 + np.cos(np.pi * x))  # noqa: E731
     expected = [0.0, 0.5, 1.0, 1.5, 2.0] + [2.0 * cos(k / 4) for k in range(1, 5)] + [1.0]
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_full_optimizer_equals_the_chain_of_its_transformations():
+    # multi_model_optimizer runs sync through one `cond` around its whole update;
+    # the result must equal the documented chain with sync_parameters last.
+    params = make_tree(3)
+    schedule = mmojax.warmup_cosine_schedule(1e-2, warmup_steps=3, total_steps=12)
+    settings = dict(model_weights=WEIGHTS)
+    ours, ours_state = train(mmojax.multi_model_optimizer(
+        learning_rate=schedule, alpha=0.3, beta=0.2, sync_every=4, clip_norm=0.5,
+        convergence_window=3, convergence_update_every=2, gradient_accumulation_steps=2,
+        **settings), params, steps=24)
+    chain = optax.chain(
+        mmojax.clip_by_model_global_norm(0.5),
+        mmojax.share_gradients(0.3, **settings),
+        optax.scale_by_adam(),
+        optax.add_decayed_weights(0.01),
+        mmojax.scale_by_convergence(window=3, update_every=2),
+        mmojax.scale_by_model_learning_rate(schedule, **settings),
+        mmojax.sync_parameters(0.2, 4, **settings),
+    )
+    ref, _ = train(mmojax.accumulate_gradients(chain, 2), params, steps=24)
+    assert_trees_differ(ours, params)
+    assert_trees_close(ours, ref, rtol=1e-5, atol=1e-7)
+    assert int(ours_state.inner_state.sync.count) == 12
