@@ -132,7 +132,23 @@ def pool_recipe(group: _plan.Group, weights: Mapping[str, float]) -> PoolRecipe:
 def pool_buffers(xs: Sequence[Any], ws: Sequence[float], recipe: PoolRecipe) -> list[Any]:
     """The weighted sums :math:`\\sum_q w_q x_q` of ``recipe.buffers``, in at least float32."""
     acc_dtype = jnp.result_type(*(x.dtype for x in xs), jnp.float32)
-    return [sum(ws[q] * xs[q].astype(acc_dtype) for q in buffer) for buffer in recipe.buffers]
+    return [_weighted_sum([xs[q] for q in buffer], [ws[q] for q in buffer], acc_dtype)
+            for buffer in recipe.buffers]
+
+
+# From this many members on, a pool is one contraction over the stacked members.
+# XLA fuses a plain sum of elementwise terms into each of its consumers, so every
+# member's update would re-read all n members (n^2 reads); a contraction is
+# computed once and then read by each member (about 4n).
+STACK_FROM = 4
+
+
+def _weighted_sum(xs: Sequence[Any], ws: Sequence[float], dtype) -> jax.Array:
+    if len(xs) < STACK_FROM:
+        return sum(w * x.astype(dtype) for w, x in zip(ws, xs))
+    stacked = jnp.stack([x.astype(dtype) for x in xs])
+    return jnp.tensordot(jnp.asarray(ws, dtype), stacked, axes=1,
+                         precision=jax.lax.Precision.HIGHEST)
 
 
 def member_pool(buffers: Sequence[Any], recipe: PoolRecipe, p: int, x: Any, w: float,

@@ -144,3 +144,18 @@ def test_full_optimizer_matches_reference(accumulate):
         to_flat_np(params), ref_grads, ref_losses, flat_keys(params), lr=1e-2, weights=WEIGHTS,
         alpha=0.2, beta=0.1, every=5, warmup=3, total=20, window=4, update_every=2)
     assert_close_flat(p, ref, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_weighted_sum_both_paths_match_numpy(n, dtype):
+    # Below STACK_FROM members the pool is a sum of terms, from it a contraction.
+    from mmojax import _pool
+
+    rng = np.random.default_rng(n)
+    xs = [rng.normal(size=(3, 5)).astype(np.float32) for _ in range(n)]
+    ws = list(rng.uniform(0.1, 1.0, size=n))
+    got = _pool._weighted_sum([jnp.asarray(x, dtype) for x in xs], ws, jnp.float32)
+    want = sum(w * np.asarray(jnp.asarray(x, dtype), np.float32) for w, x in zip(ws, xs))
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

@@ -27,7 +27,10 @@ class ReproduceOptions:
       max_train: cap on training examples for the real tasks (``None``: all).
       target: the steps-to-target accuracy (the paper: 0.9).
       eval_every: validation period in updates for steps-to-target.
-      methods: the ablation methods (default: all).
+      methods: the ablation methods (default: all); ``tasks`` and
+        ``steps-to-target`` always run ``independent`` and ``mmo`` and add the
+        alignment methods (``mmo-role``, ``mmo-role-depth``) listed here.
+      settings: only these settings (ablation and task settings; ``None``: all).
     """
 
     experiments: tuple[str, ...]
@@ -72,20 +75,25 @@ def plan_runs(opts: ReproduceOptions, runner: Runner) -> list[tuple[_specs.RunSp
                         models = tuple(m for m in models if m != _specs.TEACHER)
                     plan.append((setting, method, seed, models, "ablation"))
     real = []
+    # independent and mmo always; the alignment methods when asked for (the default).
+    task_methods = [m for m in _specs.TASK_METHODS
+                    if m in ("independent", "mmo") or m in opts.methods]
     if "tasks" in opts.experiments:
         for setting in _specs.task_settings(opts.max_train):
+            if opts.settings is not None and setting.name not in opts.settings:
+                continue
             if runner.data_path(setting.task) is None:
                 log.warning("no %s data under %s: its row says so", setting.task, opts.data_dir)
                 continue
-            real += [(setting, m, s, _specs.MODELS, "tasks") for m in _specs.TASK_METHODS
-                     for s in seeds]
+            real += [(setting, m, s, _specs.MODELS, "tasks") for s in seeds
+                     for m in task_methods]
     if {"steps-to-target", "compute"} & set(opts.experiments):
         for setting in _specs.steps_settings(opts.max_train, opts.eval_every):
             if runner.data_path(setting.task) is None:
                 raise FileNotFoundError(
                     f"steps-to-target and compute need SST-2: no sst2/ under {opts.data_dir!r}")
-            for m in ("independent", "mmo"):
-                real += [(setting, m, s, _specs.MODELS, "steps-to-target") for s in seeds]
+            real += [(setting, m, s, _specs.MODELS, "steps-to-target") for s in seeds
+                     for m in task_methods]
             if "compute" in opts.experiments:
                 for model in _specs.MODELS:  # sequential independent: each model alone
                     real += [(setting, "independent", s, (model,), "steps-to-target")

@@ -27,7 +27,7 @@ METHODS: dict[str, dict[str, Any]] = {
                         "coupling_weight": 1.0},
 }
 ABLATION_METHODS = tuple(METHODS)
-TASK_METHODS = ("independent", "mmo")
+TASK_METHODS = ("independent", "mmo", "mmo-role", "mmo-role-depth")
 
 # The paper's settings (section 4.4) shared by every run.
 PAPER = dict(batch_size=16, gradient_accumulation_steps=2, weight_decay=0.01, alpha=0.2,
