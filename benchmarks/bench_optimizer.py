@@ -7,6 +7,7 @@ and report medians, because shared machines are noisy; memory comes from XLA's
 compiled ``memory_analysis()``.
 
 Usage: python benchmarks/bench_optimizer.py [--hidden 256] [--rounds 20]
+       [--groupings type_shape,role,role_depth]
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def main():
     parser.add_argument("--layers", default="2,2,3")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--steps", type=int, default=10, help="updates per timed round")
+    parser.add_argument("--groupings", default="type_shape,role,role_depth",
+                        help="comma-separated groupings of the full optimizer to time")
     args = parser.parse_args()
     layers = tuple(int(x) for x in args.layers.split(","))
     params = model_tree(args.hidden, args.vocab, layers)
@@ -74,11 +77,12 @@ def main():
     losses = {m: jnp.float32(1.0) for m in params}
     n_params = sum(x.size for x in jax.tree.leaves(params))
 
-    contenders = {
-        "optax.adamw": optax.adamw(3e-5, weight_decay=0.01),
-        "mmo (full)": mmojax.multi_model_optimizer(warmup_steps=100),
-        "mmo (all off)": mmojax.multi_model_optimizer(alpha=0.0, beta=0.0, adaptive=False),
-    }
+    contenders = {"optax.adamw": optax.adamw(3e-5, weight_decay=0.01)}
+    for grouping in args.groupings.split(","):
+        contenders[f"mmo {grouping}"] = mmojax.multi_model_optimizer(warmup_steps=100,
+                                                                     grouping=grouping)
+    contenders["mmo all off"] = mmojax.multi_model_optimizer(alpha=0.0, beta=0.0,
+                                                              adaptive=False)
     plan = mmojax.sharing_plan(params)
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
           f"jax {jax.__version__}, optax {optax.__version__}")
@@ -101,10 +105,10 @@ def main():
                 built[name] = (fn, state, mem)
         title = "update + apply_updates" if apply else "update only"
         print(f"\n{title} ({args.rounds} interleaved rounds of {args.steps} updates, medians)")
-        print(f"{'optimizer':<16}{'ms / update':>14}{'peak MiB':>12}{'temp MiB':>12}")
+        print(f"{'optimizer':<20}{'ms / update':>14}{'peak MiB':>12}{'temp MiB':>12}")
         for name in contenders:
             mem = built[name][2]
-            print(f"{name:<16}{1e3 * statistics.median(times[name]):>14.3f}"
+            print(f"{name:<20}{1e3 * statistics.median(times[name]):>14.3f}"
                   f"{peak_bytes(mem) / 2**20:>12.1f}{mem.temp_size_in_bytes / 2**20:>12.1f}")
         base_t = statistics.median(times["optax.adamw"])
         base_m = peak_bytes(built["optax.adamw"][2])
