@@ -87,7 +87,7 @@ def multi_model_optimizer(
     adaptive: bool = True,
     reduction: str = "mean",
     labels: Any = None,
-    grouping: str = "type_shape",
+    grouping: str = "role_depth",
     align_rules: Sequence[_align.AlignRule] | None = None,
     convergence_window: int = 100,
     convergence_update_every: int = 50,
@@ -142,9 +142,12 @@ def multi_model_optimizer(
       adaptive: scale each model's rate by its convergence factor.
       reduction: gradient pool reduction, ``"mean"`` or ``"sum"``.
       labels: the sharing labels (see :func:`share_gradients`).
-      grouping: which parameters share and sync: ``"type_shape"`` (the
-        paper's (type, shape) keys, default), ``"role"`` or ``"role_depth"``
-        (canonical views that correspond; see :func:`sharing_plan`).
+      grouping: which parameters share and sync: ``"role_depth"`` (default:
+        canonical views of the same role, kind and relative layer; chosen from
+        the reproduction's measurements, see the README), ``"role"`` (same
+        role and kind, any layer) or ``"type_shape"`` (the paper's (type,
+        shape) keys). Leaves no alignment rule matches fall back to
+        ``"type_shape"`` among themselves (see :func:`sharing_plan`).
       align_rules: the :class:`AlignRule` s of the role groupings (``None``:
         :data:`DEFAULT_ALIGN_RULES`).
       convergence_window, convergence_update_every, convergence_ema,

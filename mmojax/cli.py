@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--reduction", choices=("mean", "sum"), default=d.reduction)
     o.add_argument("--grouping", choices=("type_shape", "role", "role_depth"),
                    default=d.grouping,
-                   help="which parameters share: the paper's (type, shape), or aligned roles")
+                   help="which parameters share: aligned roles and layers (default), aligned roles, "
+                        "or the paper's (type, shape) keys")
     o.add_argument("--weights", type=_weights,
                    default=",".join(f"{k}={v}" for k, v in _config.PAPER_WEIGHTS.items()),
                    help="model weights")

@@ -13,14 +13,15 @@ TEACHER = "roberta"  # the paper's strongest model
 
 # method -> TrainConfig overrides (distillation also needs a trained teacher).
 METHODS: dict[str, dict[str, Any]] = {
-    "mmo": {"mode": "mmo"},
+    # The paper's method and its ablations keep the paper's grouping.
+    "mmo": {"mode": "mmo", "grouping": "type_shape"},
     "mmo-role": {"mode": "mmo", "grouping": "role"},
     "mmo-role-depth": {"mode": "mmo", "grouping": "role_depth"},
     "independent": {"mode": "independent"},
     "joint-no-sharing": {"mode": "joint-no-sharing"},
-    "no-sharing": {"mode": "no-sharing"},
-    "no-sync": {"mode": "no-sync"},
-    "no-adaptive-lr": {"mode": "no-adaptive-lr"},
+    "no-sharing": {"mode": "no-sharing", "grouping": "type_shape"},
+    "no-sync": {"mode": "no-sync", "grouping": "type_shape"},
+    "no-adaptive-lr": {"mode": "no-adaptive-lr", "grouping": "type_shape"},
     "distillation": {"mode": "independent", "coupling": "distill", "temperature": 2.0,
                      "coupling_weight": 1.0},
     "mutual-learning": {"mode": "independent", "coupling": "mutual", "temperature": 1.0,

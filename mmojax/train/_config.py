@@ -59,7 +59,7 @@ class TrainConfig:
     beta: float = 0.1
     sync_every: int = 10
     reduction: str = "mean"
-    grouping: str = "type_shape"
+    grouping: str = "role_depth"  # the paper's: "type_shape"
     model_weights: Mapping[str, float] | None = dataclasses.field(
         default_factory=lambda: dict(PAPER_WEIGHTS))
     clip_norm: float | None = 1.0
