@@ -279,30 +279,37 @@ def _compute(doc, results, opts, setting, fig_dir):
 
 
 def _collapse(doc, results):
-    idx = _index(results, "ablation")
     doc.add("## 6. Collapse diagnostics", "",
             "For every (type, shape) key shared by several models: the mean pairwise cosine "
             "similarity of its members' final values across models (mean over seeds), "
-            "independent vs mmo. Values near 1.00 mean the members became copies of each "
-            "other.", "")
-    for setting in _specs.ablation_settings():
-        methods = [m for m in ("independent", "mmo", "mmo-role", "mmo-role-depth")
-                   if idx.get((setting.name, m, MODELS))]
-        if "independent" not in methods or len(methods) < 2:
-            continue
-        keys = list(next(iter(idx[(setting.name, "mmo", MODELS)].values()))["collapse"]) \
-            if "mmo" in methods else []
-        rows = []
-        for key in keys:
-            row = [key]
+            "independent vs the joint methods. Values near 1.00 mean the members became copies "
+            "of each other. Below each table: the final training loss each model reached "
+            "(mean over seeds), to see whether a model lost capacity.", "")
+    for exp in ("ablation", "steps-to-target", "tasks"):
+        idx = _index(results, exp)
+        for setting in sorted({k[0] for k in idx}):
+            methods = [m for m in ("independent", *_JOINT_METHODS)
+                       if idx.get((setting, m, MODELS))]
+            if "independent" not in methods or len(methods) < 2:
+                continue
+            first = next(iter(idx[(setting, methods[1], MODELS)].values()))
+            rows = []
+            for key in first["collapse"]:
+                row = [key]
+                for m in methods:
+                    s = summary([r["collapse"][key]["cross_model"]
+                                 for r in idx[(setting, m, MODELS)].values()
+                                 if key in r["collapse"]])
+                    row.append(f"{s['mean']:.2f}")
+                rows.append(row)
+            doc.add(f"### {exp}: {setting}", "")
+            doc.table(["key (type, shape)", *methods], rows)
+            loss_rows = []
             for m in methods:
-                s = summary([r["collapse"][key]["cross_model"]
-                             for r in idx[(setting.name, m, MODELS)].values()
-                             if key in r["collapse"]])
-                row.append(f"{s['mean']:.2f}")
-            rows.append(row)
-        doc.add(f"### {setting.name}", "")
-        doc.table(["key (type, shape)", *methods], rows)
+                runs = idx[(setting, m, MODELS)].values()
+                loss_rows.append([m, *(f"{np.mean([r['final_train_loss'][mod] for r in runs]):.3f}"
+                                       for mod in MODELS)])
+            doc.table(["final training loss", *MODELS], loss_rows)
 
 
 def _ensembles(doc, results):
@@ -310,7 +317,7 @@ def _ensembles(doc, results):
             "Accuracy of the three models' averaged predicted probabilities and their mean "
             "pairwise disagreement on the validation split (mean over seeds).", "")
     rows = []
-    for exp in ("ablation", "tasks"):
+    for exp in ("ablation", "steps-to-target", "tasks"):
         idx = _index(results, exp)
         for (setting, method, models), runs in sorted(idx.items()):
             if method not in ("independent", "mmo", "mmo-role", "mmo-role-depth",
