@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--synthetic-train", type=int, default=None,
                    help="smaller synthetic set (for a quick look; the paper uses 500)")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-compile-cache", action="store_true",
+                   help="do not keep compiled executables in WORKDIR/jax-cache (never kept "
+                        "for steps-to-target and compute, whose wall times include compiling)")
     return parser
 
 
@@ -227,7 +230,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             methods=tuple(args.methods.split(",")) if args.methods else _specs.ABLATION_METHODS,
             settings=tuple(args.settings.split(",")) if args.settings else None,
             preset=args.preset, synthetic_train=args.synthetic_train,
-            progress=not args.no_progress)
+            progress=not args.no_progress, compile_cache=not args.no_compile_cache)
         if args.experiment == "report":
             path = repro.write_report(os.path.abspath(args.workdir), opts)
         else:

@@ -1,7 +1,10 @@
 """The reproduction harness on a tiny configuration: runs, resume, report, coupling losses."""
 
+import dataclasses
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +23,7 @@ def test_reproduce_tiny_ablation_resumes_and_reports(tmp_path, monkeypatch):
     opts = repro.ReproduceOptions(
         experiments=("ablation",), seeds=2, workdir=str(tmp_path / "rep"), preset="tiny",
         synthetic_train=24, methods=("mmo", "independent", "distillation"),
-        settings=("literal-paper",), progress=False)
+        settings=("literal-paper",), progress=False, compile_cache=False)
     path = repro.reproduce(opts)
     text = open(path).read()
     assert "## 1. Ablation" in text and "literal-paper" in text
@@ -40,6 +43,31 @@ def test_reproduce_tiny_ablation_resumes_and_reports(tmp_path, monkeypatch):
     monkeypatch.setattr(repro._runner, "train", lambda *a, **k: calls.append(1))
     repro.reproduce(opts)
     assert calls == []
+
+
+def test_default_ablation_settings_are_literal_paper_and_converging_tuned(tmp_path, monkeypatch):
+    runner = repro._runner.Runner(str(tmp_path), None, {"preset": "tiny"})
+    monkeypatch.setattr(runner, "tune_lr", lambda setting, grid: {"best": 1e-3})
+    opts = repro.ReproduceOptions(experiments=("ablation",), seeds=2, methods=("mmo",))
+    plan = repro._experiments.plan_runs(opts, runner)
+    assert [(s.setting.name, s.seed, s.learning_rate) for s, _ in plan] == [
+        ("literal-paper", 0, 3e-5), ("converging-tuned", 0, 1e-3),
+        ("literal-paper", 1, 3e-5), ("converging-tuned", 1, 1e-3)]
+    named = dataclasses.replace(opts, settings=("literal-tuned", "converging-paper"))
+    assert {s.setting.name for s, _ in repro._experiments.plan_runs(named, runner)} == {
+        "literal-tuned", "converging-paper"}
+
+
+@pytest.mark.slow
+def test_reproduce_keeps_compiled_executables_in_the_workdir(tmp_path):
+    # In a subprocess: the cache is process-wide JAX configuration.
+    code = ("from mmojax import reproduce as r; r.reproduce(r.ReproduceOptions("
+            "experiments=('ablation',), seeds=1, workdir=%r, preset='tiny', synthetic_train=16,"
+            " methods=('independent',), settings=('literal-paper',), progress=False))"
+            % str(tmp_path / "rep"))
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+    assert os.listdir(tmp_path / "rep" / "jax-cache")
 
 
 def test_stats_against_hand_values():

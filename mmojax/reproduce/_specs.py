@@ -47,17 +47,27 @@ class Setting:
     lr: str  # "paper" or "tuned"
     description: str
     tune_as: str | None = None  # reuse the lr tuned for another setting (same data/schedule)
+    default: bool = True  # run when no --settings are given
 
 
 def ablation_settings() -> list[Setting]:
+    """The synthetic settings: {literal, converging} x {paper lr, tuned lr}.
+
+    The default pair is the paper as written (``literal-paper``) and the
+    variant where models learn (``converging-tuned``): together they cover the
+    paper's lr, a tuned lr, the literal schedule and a converging one within
+    the ablation's time budget. The other two run when named in ``settings``.
+    """
     literal = {"epochs": 3, "warmup_steps": 100}
     converging = {"epochs": 10, "warmup_ratio": 0.1}
     out = []
     for lr in ("paper", "tuned"):
         out.append(Setting(f"literal-{lr}", "synthetic", literal, lr,
-                           "the paper as written: 3 epochs (~45 updates), 100 warmup updates"))
+                           "the paper as written: 3 epochs (~45 updates), 100 warmup updates",
+                           default=lr == "paper"))
         out.append(Setting(f"converging-{lr}", "synthetic", converging, lr,
-                           "10 epochs (~155 updates), warmup 10% of the updates, cosine decay"))
+                           "10 epochs (~155 updates), warmup 10% of the updates, cosine decay",
+                           default=lr == "tuned"))
     return out
 
 
