@@ -159,15 +159,18 @@ def _tuning(workdir):
 
 def _tasks(doc, results, opts):
     idx = _index(results, "tasks")
+    borrowed = ""
     if not any(k[0] == "sst2" for k in idx):
         # The steps-to-target runs train SST-2 the same way (they only evaluate more often).
         for (setting, method, models), runs in _index(results, "steps-to-target").items():
             if setting == "sst2-steps" and models == MODELS:
                 idx[("sst2", method, models)] = runs
+                borrowed = (" The SST-2 rows are the final dev accuracies of the steps-to-target "
+                            "runs (same training, evaluated more often).")
     doc.add("## 2. Real tasks (paper Table 2)", "",
             "Independent vs the joint methods per model; difference = method - independent per "
-            "seed (paired), mean [95% interval]. SST-2: dev accuracy; NER: CoNLL-2003 validation entity F1; "
-            "QA: SQuAD F1.", "")
+            "seed (paired), mean [95% interval]. SST-2: dev accuracy; NER: CoNLL-2003 validation "
+            "entity F1; QA: SQuAD F1." + borrowed, "")
     rows = []
     for task in ("sst2", "ner", "qa"):
         settings = {k[0] for k in idx if k[0] == task}
@@ -423,7 +426,7 @@ def write_report(workdir: str, opts) -> str:
     presets = sorted({r["config"]["preset"] for r in results})
     doc.add("# mmojax reproduction report", "",
             f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} from "
-            f"{len(results)} runs in `{workdir}/runs` (raw per-run JSON: `result.json`, "
+            f"{len(results)} runs in `runs/` beside this file (raw per-run JSON: `result.json`, "
             f"curves: `metrics.jsonl`). Devices: {', '.join(devices) or 'none'}. "
             f"Seeds requested: {opts.seeds}. Nothing below is typed by hand except the "
             "paper's own numbers, quoted for comparison.", "",
