@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-compile-cache", action="store_true",
                    help="do not keep compiled executables in WORKDIR/jax-cache (never kept "
                         "for steps-to-target and compute, whose wall times include compiling)")
+    r.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep each finished run's final checkpoint (deleted by default)")
     return parser
 
 
@@ -230,7 +232,8 @@ def _reproduce(args: argparse.Namespace) -> int:
             methods=tuple(args.methods.split(",")) if args.methods else _specs.ABLATION_METHODS,
             settings=tuple(args.settings.split(",")) if args.settings else None,
             preset=args.preset, synthetic_train=args.synthetic_train,
-            progress=not args.no_progress, compile_cache=not args.no_compile_cache)
+            progress=not args.no_progress, compile_cache=not args.no_compile_cache,
+            keep_checkpoints=args.keep_checkpoints)
         if args.experiment == "report":
             path = repro.write_report(os.path.abspath(args.workdir), opts)
         else:

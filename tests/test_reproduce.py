@@ -33,6 +33,8 @@ def test_reproduce_tiny_ablation_resumes_and_reports(tmp_path, monkeypatch):
                for d, _, files in os.walk(tmp_path / "rep" / "runs") if "result.json" in files]
     # mmo + independent for 2 seeds, distillation students + teacher for 2 seeds.
     assert len(results) == 8
+    # Finished runs drop their checkpoints (keep_checkpoints=False by default).
+    assert not [d for d, dirs, _ in os.walk(tmp_path / "rep" / "runs") if "checkpoints" in dirs]
     assert {r["method"] for r in results} == {"mmo", "independent", "distillation"}
     # Numbers in the report come from the runs: the mmo bert accuracy of seed 0 and 1.
     accs = sorted(r["final"]["bert"]["accuracy"] for r in results if r["method"] == "mmo")

@@ -38,6 +38,8 @@ class ReproduceOptions:
         synthetic run on CPU). Never used when ``steps-to-target`` or ``compute``
         is among the experiments: their wall times must include compilation
         the same way for every method.
+      keep_checkpoints: keep each finished run's final checkpoint (its trained
+        models) instead of deleting it once the run is recorded.
     """
 
     experiments: tuple[str, ...]
@@ -54,6 +56,7 @@ class ReproduceOptions:
     lr_grid: tuple[float, ...] = _specs.LR_GRID
     progress: bool = True
     compile_cache: bool = True
+    keep_checkpoints: bool = False
 
     def __post_init__(self):
         bad = [e for e in self.experiments if e not in _specs.EXPERIMENTS]
@@ -136,7 +139,7 @@ def reproduce(opts: ReproduceOptions) -> str:
     if opts.synthetic_train is not None:
         overrides["synthetic"] = {"max_train": opts.synthetic_train,
                                   "max_val": max(8, opts.synthetic_train // 5)}
-    runner = Runner(opts.workdir, opts.data_dir, overrides)
+    runner = Runner(opts.workdir, opts.data_dir, overrides, opts.keep_checkpoints)
     if opts.compile_cache and not {"steps-to-target", "compute"} & set(opts.experiments):
         _use_compile_cache(os.path.join(runner.workdir, "jax-cache"))
     with open(os.path.join(runner.workdir, "options.json"), "w") as f:

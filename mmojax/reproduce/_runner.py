@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from itertools import combinations
 from typing import Any
 
@@ -86,12 +87,15 @@ class Runner:
     """Executes :class:`~mmojax.reproduce._specs.RunSpec` s under ``workdir/runs``.
 
     A run whose ``result.json`` exists is not redone; an unfinished one is
-    resumed from its checkpoint when it has one.
+    resumed from its checkpoint when it has one. Once a run is recorded its
+    checkpoint is deleted (tens of MB per real-task run) unless
+    ``keep_checkpoints``.
     """
 
     def __init__(self, workdir: str, data_dir: str | None,
-                 overrides: dict[str, Any] | None = None):
+                 overrides: dict[str, Any] | None = None, keep_checkpoints: bool = False):
         self.workdir = os.path.abspath(workdir)
+        self.keep_checkpoints = keep_checkpoints
         self.data_dir = data_dir
         # {"preset": ..., "<task>": {config overrides for that task}}
         self.overrides = dict(overrides or {})
@@ -172,6 +176,8 @@ class Runner:
         run_dir = self.run_dir(spec)
         np.savez_compressed(os.path.join(run_dir, "arrays.npz"), **arrays)
         _write_json(os.path.join(run_dir, "result.json"), out)
+        if not self.keep_checkpoints:  # the run is finished: nothing will resume from it
+            shutil.rmtree(os.path.join(run_dir, "checkpoints"), ignore_errors=True)
         return out
 
     def teacher_logits(self, spec: _specs.RunSpec) -> str:
