@@ -69,6 +69,11 @@ class ReproduceOptions:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
 
 
+def _selected(setting: _specs.Setting, opts: ReproduceOptions) -> bool:
+    """Whether ``setting`` runs: named in ``opts.settings``, or a default one when none are."""
+    return setting.name in opts.settings if opts.settings is not None else setting.default
+
+
 def plan_runs(opts: ReproduceOptions, runner: Runner) -> list[tuple[_specs.RunSpec, str]]:
     """Every run, in execution order, as ``(spec, why)``; tunes learning rates as needed."""
     seeds = range(opts.seeds)
@@ -78,8 +83,7 @@ def plan_runs(opts: ReproduceOptions, runner: Runner) -> list[tuple[_specs.RunSp
         # every method.
         for seed in seeds:
             for setting in _specs.ablation_settings():
-                if (setting.name not in opts.settings if opts.settings is not None
-                        else not setting.default):
+                if not _selected(setting, opts):
                     continue
                 for method in opts.methods:
                     models = _specs.MODELS
@@ -92,7 +96,7 @@ def plan_runs(opts: ReproduceOptions, runner: Runner) -> list[tuple[_specs.RunSp
                     if m in ("independent", "mmo") or m in opts.methods]
     if "tasks" in opts.experiments:
         for setting in _specs.task_settings(opts.max_train):
-            if opts.settings is not None and setting.name not in opts.settings:
+            if not _selected(setting, opts):
                 continue
             if runner.data_path(setting.task) is None:
                 log.warning("no %s data under %s: its row says so", setting.task, opts.data_dir)

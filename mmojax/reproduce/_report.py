@@ -159,18 +159,19 @@ def _tuning(workdir):
 
 def _tasks(doc, results, opts):
     idx = _index(results, "tasks")
-    borrowed = ""
+    borrowed = {}
     if not any(k[0] == "sst2" for k in idx):
         # The steps-to-target runs train SST-2 the same way (they only evaluate more often).
-        for (setting, method, models), runs in _index(results, "steps-to-target").items():
-            if setting == "sst2-steps" and models == MODELS:
-                idx[("sst2", method, models)] = runs
-                borrowed = (" The SST-2 rows are the final dev accuracies of the steps-to-target "
-                            "runs (same training, evaluated more often).")
+        borrowed = {("sst2", method, models): runs for (setting, method, models), runs
+                    in _index(results, "steps-to-target").items()
+                    if setting == "sst2-steps" and models == MODELS}
+        idx.update(borrowed)
     doc.add("## 2. Real tasks (paper Table 2)", "",
             "Independent vs the joint methods per model; difference = method - independent per "
             "seed (paired), mean [95% interval]. SST-2: dev accuracy; NER: CoNLL-2003 validation "
-            "entity F1; QA: SQuAD F1." + borrowed, "")
+            "entity F1; QA: SQuAD F1." + (" The SST-2 rows are the final dev accuracies of the "
+                                           "steps-to-target runs (same training, evaluated more "
+                                           "often)." if borrowed else ""), "")
     rows = []
     for task in ("sst2", "ner", "qa"):
         settings = {k[0] for k in idx if k[0] == task}
@@ -329,8 +330,8 @@ def _ensembles(doc, results):
     for exp in ("ablation", "steps-to-target", "tasks"):
         idx = _index(results, exp)
         for (setting, method, models), runs in sorted(idx.items()):
-            if method not in ("independent", "mmo", "mmo-role", "mmo-role-depth",
-                              "mutual-learning") or models != MODELS:
+            if method not in ("independent", *_JOINT_METHODS, "mutual-learning") \
+                    or models != MODELS:
                 continue
             accs, dis, best = [], [], []
             for r in runs.values():
