@@ -1,21 +1,26 @@
-"""The ``mmojax`` command line: ``mmojax train ...``.
+"""The ``mmojax`` command line: ``mmojax train ...`` and ``mmojax reproduce ...``.
 
 A thin layer: it parses arguments into a :class:`~mmojax.train.TrainConfig`,
-calls :func:`mmojax.train.train` and prints the final per-model table.
+calls :func:`mmojax.train.train` and prints the final per-model table. Parsing
+(and ``--help``) imports no model, data or checkpoint library; those load once
+a command runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import logging
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from mmojax.train import _config
 
 _REPRO_EXPERIMENTS = ("ablation", "tasks", "steps-to-target", "compute")
+_NEEDS_DATA = ("tasks", "steps-to-target", "compute", "all")
 
 DESCRIPTION = """\
 mmojax: train several transformer models jointly (BERT-, GPT-2- and RoBERTa-style),
@@ -28,113 +33,235 @@ examples:
   mmojax train --workdir runs/demo --resume
 """
 
+TRAIN_EPILOG = """\
+A step is one optimizer update: --gradient-accumulation-steps micro-batches of --batch-size
+examples per model. Every count (--max-steps, --warmup-steps, --sync-every, --eval-every,
+--log-every, --checkpoint-every, --convergence-window) is in steps.
+
+A new run refuses a --workdir that is not empty (--resume continues the run there, --overwrite
+deletes it first). --resume keeps the run's saved settings; of the other flags it accepts only
+--epochs (to extend the run: the learning-rate schedule is re-planned over the new length),
+--max-steps, --eval-every, --log-every, --checkpoint-every, --keep-checkpoints,
+--max-nonfinite and --no-progress, and refuses any other flag whose value differs.
+
+Ctrl-C (or SIGTERM) stops after the current step and saves a checkpoint to resume from.
+"""
+
+# Parser destinations that are TrainConfig fields under another name or form.
+_INVERTED = {"no_decay": "cosine_decay", "no_progress": "progress"}
+_NOT_FIELDS = ("command", "resume", "overwrite")
+
+
+def _flag(field: str) -> str:
+    """The command-line flag of a TrainConfig field."""
+    inverted = {v: k for k, v in _INVERTED.items()}
+    return "--" + inverted.get(field, field).replace("_", "-")
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def optional(text: str) -> Any:
+        return None if text.lower() in ("none", "auto") else parse(text)
+
+    optional.__name__ = parse.__name__
+    return optional
+
+
+def _float_in(low: float, *, low_open: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not (value > low if low_open else value >= low) or value != value \
+                or value == float("inf"):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {'>' if low_open else '>='} {low:g}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
 
 def _weights(text: str) -> dict[str, float]:
     out = {}
     for part in text.split(","):
         name, sep, value = part.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"weights must look like bert=1.0,gpt2=0.8; got {text!r}")
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(
+                f"must look like bert=1.0,gpt2=0.8; got {text!r}")
         try:
             out[name.strip()] = float(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"weight of {name!r} is not a number: {value!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"weight of {name.strip()!r} is not a number: {value!r}") from None
     return out
 
 
-def _optional_float(text: str) -> float | None:
-    return None if text.lower() in ("none", "off", "0") else float(text)
+def _clip_norm(text: str) -> float | None:
+    if text.lower() in ("none", "off", "0"):
+        return None
+    return _float_in(0.0, low_open=True)(text)
+
+
+def _defaults() -> dict[str, Any]:
+    """TrainConfig's field defaults, read without building (and validating) a config."""
+    out = {}
+    for f in dataclasses.fields(_config.TrainConfig):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def _add_train_parser(sub) -> argparse.ArgumentParser:
+    d = _defaults()
+    nonneg, positive = _int_at_least(0), _int_at_least(1)
+    t = sub.add_parser("train", help="train models jointly (or independently)",
+                       description="Train several models jointly (or independently).",
+                       epilog=TRAIN_EPILOG,
+                       formatter_class=_HelpFormatter)
+    g = t.add_argument_group("run")
+    g.add_argument("--task", choices=("synthetic", "sst2", "ner", "qa"), default=d["task"],
+                   help="what to train on")
+    g.add_argument("--data", default=None,
+                   help="data directory (sst2: train.tsv/dev.tsv; ner: train.txt/valid.txt; "
+                        "qa: train.json/dev.json); not needed for synthetic")
+    g.add_argument("--models", default=",".join(d["models"]),
+                   help="comma-separated: bert,gpt2,roberta")
+    g.add_argument("--preset", default=d["preset"], choices=("tiny", "small", "base"),
+                   help="model sizes")
+    g.add_argument("--mode", choices=_config.MODES, default=d["mode"],
+                   help="mmo: the paper's method; the others switch parts of it off")
+    g.add_argument("--epochs", type=positive, default=d["epochs"],
+                   help="passes over the training data")
+    g.add_argument("--max-steps", type=_optional(positive), default="none",
+                   help="stop after this many optimizer updates (none: train all --epochs)")
+    g.add_argument("--seed", type=nonneg, default=d["seed"],
+                   help="initialisation, data order and dropout")
+    g.add_argument("--workdir", default=d["workdir"], help="run directory (outputs, checkpoints)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --workdir from its latest checkpoint")
+    g.add_argument("--overwrite", action="store_true",
+                   help="delete the run in --workdir and start a new one")
+    g.add_argument("--max-train", type=_optional(positive), default="none",
+                   help="use at most N training examples (none: all)")
+    g.add_argument("--max-val", type=_optional(positive), default="none",
+                   help="use at most N validation examples (none: all)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o = t.add_argument_group("optimizer (paper section 4.4 defaults)")
+    o.add_argument("--learning-rate", type=_float_in(0.0, low_open=True),
+                   default=d["learning_rate"], help="base learning rate")
+    o.add_argument("--batch-size", type=positive, default=d["batch_size"],
+                   help="examples per model per micro-batch")
+    o.add_argument("--gradient-accumulation-steps", type=positive,
+                   default=d["gradient_accumulation_steps"],
+                   help="micro-batches per optimizer update")
+    o.add_argument("--weight-decay", type=_float_in(0.0), default=d["weight_decay"],
+                   help="AdamW weight decay")
+    o.add_argument("--warmup-steps", type=nonneg, default=d["warmup_steps"],
+                   help="linear warmup, in optimizer updates")
+    o.add_argument("--warmup-ratio", type=_optional(_float_in(0.0)), default="none",
+                   help="warmup as a fraction of all updates (overrides --warmup-steps)")
+    o.add_argument("--no-decay", action="store_true", help="no cosine decay after warmup")
+    o.add_argument("--alpha", type=float, default=d["alpha"],
+                   help="gradient-sharing coefficient, in [0, 1]")
+    o.add_argument("--beta", type=float, default=d["beta"],
+                   help="synchronisation coefficient, in [0, 1]")
+    o.add_argument("--sync-every", type=nonneg, default=d["sync_every"],
+                   help="optimizer updates between synchronisations (0: never)")
+    o.add_argument("--reduction", choices=("mean", "sum"), default=d["reduction"],
+                   help="how a group's gradients pool")
+    o.add_argument("--grouping", choices=("type_shape", "role", "role_depth"),
+                   default=d["grouping"],
+                   help="which parameters share: aligned roles and layers, aligned roles, "
+                        "or the paper's (type, shape) keys")
+    o.add_argument("--model-weights", type=_weights,
+                   default=",".join(f"{k}={v}" for k, v in d["model_weights"].items()),
+                   help="per-model weights, name=value,...; only models of --models")
+    o.add_argument("--clip-norm", type=_clip_norm, default=str(d["clip_norm"]),
+                   help="per-model gradient clipping ('none' disables)")
+    o.add_argument("--convergence-window", type=_int_at_least(2),
+                   default=d["convergence_window"],
+                   help="losses (optimizer updates) in the convergence slope fit")
+    o.add_argument("--convergence-update-every", type=positive,
+                   default=d["convergence_update_every"],
+                   help="optimizer updates between convergence-rate updates")
+    e = t.add_argument_group("evaluation, logging, checkpoints")
+    e.add_argument("--eval-every", type=_optional(nonneg), default="auto",
+                   help="evaluate every N optimizer updates besides each epoch end and the "
+                        f"end (0: only those; auto: about {_config.EVALS_PER_RUN} times a run)")
+    e.add_argument("--log-every", type=positive, default=d["log_every"],
+                   help="optimizer updates per metrics record")
+    e.add_argument("--checkpoint-every", type=nonneg, default=d["checkpoint_every"],
+                   help="optimizer updates between checkpoints (0: at the end and on "
+                        "Ctrl-C only)")
+    e.add_argument("--keep-checkpoints", type=positive, default=d["keep_checkpoints"],
+                   help="checkpoints kept (the newest)")
+    e.add_argument("--max-nonfinite", type=positive, default=d["max_nonfinite"],
+                   help="stop when a model is non-finite this many consecutive micro-batches")
+    e.add_argument("--gradient-cosines", action="store_true",
+                   help="log the gradient cosine between every pair of models on shared keys")
+    c = t.add_argument_group("function-space coupling and tuning")
+    c.add_argument("--coupling", choices=_config.COUPLINGS, default=d["coupling"],
+                   help="mutual: Deep Mutual Learning; distill: KL to --teacher-logits")
+    c.add_argument("--coupling-weight", type=_float_in(0.0), default=d["coupling_weight"],
+                   help="weight of the coupling loss")
+    c.add_argument("--temperature", type=_float_in(0.0, low_open=True),
+                   default=d["temperature"], help="softmax temperature of the coupling loss")
+    c.add_argument("--teacher-logits", default=None,
+                   help=".npy of the teacher's logits on the training split")
+    c.add_argument("--holdout", type=float, default=d["holdout"],
+                   help="train on the rest and evaluate on this fraction of the training "
+                        "split (for tuning without the validation split)")
+    return t
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help; descriptions and epilogs as written."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmojax", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    d = _config.TrainConfig()
-    t = sub.add_parser("train", help="train models jointly (or independently)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = t.add_argument_group("run")
-    g.add_argument("--task", choices=("synthetic", "sst2", "ner", "qa"), default=d.task)
-    g.add_argument("--data", default=None,
-                   help="data directory (sst2: train.tsv/dev.tsv; ner: train.txt/valid.txt; "
-                        "qa: train.json/dev.json); not needed for synthetic")
-    g.add_argument("--models", default=",".join(d.models), help="comma-separated: bert,gpt2,roberta")
-    g.add_argument("--preset", default=d.preset, choices=("tiny", "small", "base"),
-                   help="model sizes")
-    g.add_argument("--mode", choices=_config.MODES, default=d.mode)
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--max-steps", type=int, default=None, help="stop after this many micro-batches")
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--workdir", default=d.workdir)
-    g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    g.add_argument("--max-train", type=int, default=None, help="use at most N training examples")
-    g.add_argument("--max-val", type=int, default=None, help="use at most N validation examples")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    o = t.add_argument_group("optimizer (paper section 4.4 defaults)")
-    o.add_argument("--lr", type=float, default=d.learning_rate, help="base learning rate")
-    o.add_argument("--batch-size", type=int, default=d.batch_size, help="per model, per micro-batch")
-    o.add_argument("--grad-accum", type=int, default=d.gradient_accumulation_steps)
-    o.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    o.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="in optimizer updates")
-    o.add_argument("--warmup-ratio", type=float, default=None,
-                   help="warmup as a fraction of all updates (overrides --warmup-steps)")
-    o.add_argument("--no-decay", action="store_true", help="no cosine decay after warmup")
-    o.add_argument("--alpha", type=float, default=d.alpha, help="gradient-sharing coefficient")
-    o.add_argument("--beta", type=float, default=d.beta, help="synchronisation coefficient")
-    o.add_argument("--sync-every", type=int, default=d.sync_every, help="in optimizer updates")
-    o.add_argument("--reduction", choices=("mean", "sum"), default=d.reduction)
-    o.add_argument("--grouping", choices=("type_shape", "role", "role_depth"),
-                   default=d.grouping,
-                   help="which parameters share: aligned roles and layers (default), aligned roles, "
-                        "or the paper's (type, shape) keys")
-    o.add_argument("--weights", type=_weights,
-                   default=",".join(f"{k}={v}" for k, v in _config.PAPER_WEIGHTS.items()),
-                   help="model weights")
-    o.add_argument("--clip-norm", type=_optional_float, default=d.clip_norm,
-                   help="per-model gradient clipping ('none' disables)")
-    o.add_argument("--conv-window", type=int, default=d.conv_window,
-                   help="losses in the convergence slope fit")
-    o.add_argument("--conv-update-every", type=int, default=d.conv_update_every)
-    e = t.add_argument_group("evaluation, logging, checkpoints")
-    e.add_argument("--eval-every", type=int, default=d.eval_every,
-                   help="evaluate every N updates (0: each epoch end only)")
-    e.add_argument("--log-every", type=int, default=d.log_every, help="fetch metrics every N steps")
-    e.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                   help="checkpoint every N steps (0: at the end and on Ctrl-C only)")
-    e.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
-    e.add_argument("--max-nonfinite", type=int, default=d.max_nonfinite,
-                   help="stop when a model is non-finite this many consecutive steps")
-    e.add_argument("--gradient-cosines", action="store_true",
-                   help="log the gradient cosine between every pair of models on shared keys")
-    c = t.add_argument_group("function-space coupling and tuning")
-    c.add_argument("--coupling", choices=_config.COUPLINGS, default=d.coupling,
-                   help="mutual: Deep Mutual Learning; distill: KL to --teacher-logits")
-    c.add_argument("--coupling-weight", type=float, default=d.coupling_weight)
-    c.add_argument("--temperature", type=float, default=d.temperature)
-    c.add_argument("--teacher-logits", default=None,
-                   help=".npy of the teacher's logits on the training split")
-    c.add_argument("--holdout", type=float, default=d.holdout,
-                   help="train on the rest and evaluate on this fraction of the training "
-                        "split (for tuning without the validation split)")
-
+    _add_train_parser(sub)
     r = sub.add_parser("reproduce", help="run the paper's experiments with seeds; write a report",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     r.add_argument("experiment", choices=(*_REPRO_EXPERIMENTS, "all", "report"),
                    help="'report' rebuilds report.md from the finished runs only")
-    r.add_argument("--seeds", type=int, default=5)
-    r.add_argument("--workdir", default="runs/reproduce")
-    r.add_argument("--data-dir", default=None, help="folder with sst2/, conll2003/ (squad/)")
-    r.add_argument("--max-train", type=int, default=None,
+    r.add_argument("--seeds", type=_int_at_least(1), default=5, help="seeds per configuration")
+    r.add_argument("--workdir", default="runs/reproduce", help="where runs and the report go")
+    r.add_argument("--data-dir", default=None,
+                   help="folder with sst2/, conll2003/ (squad/); needed by "
+                        + ", ".join(_NEEDS_DATA))
+    r.add_argument("--max-train", type=_optional(_int_at_least(1)), default="none",
                    help="cap on training examples for the real tasks")
     r.add_argument("--target", type=float, default=0.9, help="steps-to-target accuracy")
-    r.add_argument("--eval-every", type=int, default=25, help="updates between evaluations")
+    r.add_argument("--eval-every", type=_int_at_least(1), default=25,
+                   help="updates between evaluations")
     r.add_argument("--methods", default=None, help="comma-separated subset of the methods")
     r.add_argument("--settings", default=None,
                    help="comma-separated subset of the ablation settings")
-    r.add_argument("--preset", default="small", choices=("tiny", "small", "base"))
-    r.add_argument("--synthetic-train", type=int, default=None,
+    r.add_argument("--preset", default="small", choices=("tiny", "small", "base"),
+                   help="model sizes")
+    r.add_argument("--synthetic-train", type=_optional(_int_at_least(1)), default="none",
                    help="smaller synthetic set (for a quick look; the paper uses 500)")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--no-compile-cache", action="store_true",
                    help="do not keep compiled executables in WORKDIR/jax-cache (never kept "
                         "for steps-to-target and compute, whose wall times include compiling)")
@@ -143,79 +270,179 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """TrainConfig fields from parsed train arguments (any subset of them)."""
+    out = {}
+    for dest, value in values.items():
+        if dest in _NOT_FIELDS:
+            continue
+        if dest in _INVERTED:
+            out[_INVERTED[dest]] = not value
+        elif dest == "models":
+            out["models"] = tuple(m.strip() for m in value.split(",") if m.strip())
+        else:
+            out[dest] = value
+    return out
+
+
 def config_from_args(args: argparse.Namespace) -> _config.TrainConfig:
-    if isinstance(args.weights, str):
-        args.weights = _weights(args.weights)
-    return _config.TrainConfig(
-        task=args.task, data=args.data, models=tuple(m for m in args.models.split(",") if m),
-        preset=args.preset, mode=args.mode, epochs=args.epochs, seed=args.seed,
-        workdir=args.workdir, batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr,
-        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-        warmup_ratio=args.warmup_ratio, cosine_decay=not args.no_decay, alpha=args.alpha,
-        beta=args.beta, sync_every=args.sync_every, reduction=args.reduction,
-        grouping=args.grouping,
-        model_weights=args.weights, clip_norm=args.clip_norm, conv_window=args.conv_window,
-        conv_update_every=args.conv_update_every, max_train=args.max_train,
-        max_val=args.max_val, eval_every=args.eval_every, log_every=args.log_every,
-        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-        max_nonfinite=args.max_nonfinite, max_steps=args.max_steps,
-        gradient_cosines=args.gradient_cosines, coupling=args.coupling,
-        coupling_weight=args.coupling_weight, temperature=args.temperature,
-        teacher_logits=args.teacher_logits, holdout=args.holdout,
-        progress=not args.no_progress)
+    """The TrainConfig of parsed ``mmojax train`` arguments (a new run)."""
+    return _config.TrainConfig(**_fields(vars(args)))
 
 
-def _quiet_libraries() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def _given(argv: Sequence[str]) -> dict[str, Any]:
+    """The ``mmojax train`` options that ``argv`` (``["train", ...]``) sets explicitly."""
+    train = _add_train_parser(argparse.ArgumentParser(prog="mmojax").add_subparsers())
+    # No defaults: the namespace holds only what the command line gave.
+    train.set_defaults(**{a.dest: argparse.SUPPRESS for a in train._actions})  # noqa: SLF001
+    return vars(train.parse_args(list(argv)[1:]))
+
+
+def _resume_config(args: argparse.Namespace, argv: Sequence[str]):
+    """The saved config of the run in ``--workdir`` with the flags that may change applied.
+
+    Raises:
+      ValueError: naming every flag whose value differs from the run's and that a
+        resumed run cannot change.
+    """
+    from mmojax.train import _rundir
+
+    workdir = args.workdir
+    saved = _rundir.read_config(workdir)
+    given = _fields(_given(argv))
+    given.pop("workdir", None)
+    changes = {"workdir": workdir}
+    refused = []
+    for field, value in given.items():
+        if field in _config.RESUMABLE_FIELDS:
+            changes[field] = value
+        elif field == "model_weights" and {m: w for m, w in value.items()
+                                           if m in saved.models} == saved.model_weights:
+            continue
+        elif value != getattr(saved, field):
+            refused.append(f"{_flag(field)} {_show(value)} (the run's: "
+                           f"{_show(getattr(saved, field))})")
+    if refused:
+        allowed = ", ".join(_flag(f) for f in _config.RESUMABLE_FIELDS if f != "workdir")
+        raise ValueError(
+            f"--resume continues the run in {workdir} with its own settings, and these flags "
+            f"differ from them: {'; '.join(refused)}. On resume only {allowed} may change; to "
+            "train with other settings start a new run (another --workdir, or --overwrite)")
+    if "epochs" in changes and changes["epochs"] < saved.epochs:
+        raise ValueError(f"--epochs {changes['epochs']} is less than the run's {saved.epochs}: "
+                         "--resume can extend a run, not shorten it (use --max-steps)")
+    return _rundir.with_changes(saved, changes)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+_FIELD_NAMES = {f.name for f in dataclasses.fields(_config.TrainConfig)}
+
+
+def _name_flag(message: str) -> str:
+    """Prefixes a config error that starts with a field name with that field's flag."""
+    match = re.match(r"(\w+)\b", message)
+    if match and match.group(1) in _FIELD_NAMES:
+        return f"argument {_flag(match.group(1))}: {message}"
+    return message
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"mmojax: {record.levelname.lower()}: {text}"
+        return f"mmojax: {text}"
+
+
+def _setup_logging() -> None:
+    """Shows mmojax's own INFO messages on stderr, and other libraries' warnings.
+
+    orbax and absl install a handler on the root logger when imported, which
+    makes ``logging.basicConfig`` a no-op; so mmojax's logger gets its own
+    handler (and does not propagate, to print each message once).
+    """
+    logger = logging.getLogger("mmojax")
+    for handler in [h for h in logger.handlers if getattr(h, "_mmojax_cli", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(message)s"))
+    handler._mmojax_cli = True  # noqa: SLF001 - marks the handler this function owns
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("absl", "jax._src.xla_bridge", "orbax", "jax"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        from absl import logging as absl_logging
-        absl_logging.set_verbosity(absl_logging.WARNING)
-    except ImportError:
-        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    _quiet_libraries()
     if args.command == "reproduce":
+        if args.experiment in _NEEDS_DATA and not args.data_dir:
+            parser.error(f"reproduce {args.experiment} needs --data-dir DIR (a folder with "
+                         "sst2/ and conll2003/); only 'ablation' runs without data")
+        if args.data_dir and not os.path.isdir(args.data_dir):
+            parser.error(f"--data-dir {args.data_dir} is not a directory")
+        _setup_logging()
         return _reproduce(args)
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite exclude each other: --resume continues the run "
+                     "in --workdir, --overwrite deletes it")
+    _setup_logging()
+    return _train(args, argv)
+
+
+def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from mmojax import train as mtrain  # heavy imports after argument parsing
 
+    workdir = args.workdir
     try:
-        if args.resume:
-            path = os.path.join(args.workdir, "config.json")
-            if not os.path.exists(path):
-                parser.error(f"--resume: {path} does not exist (nothing to resume)")
-            with open(path) as f:
-                saved = json.load(f)
-            saved["progress"] = not args.no_progress
-            if args.max_steps is not None:
-                saved["max_steps"] = args.max_steps
-            config = _config.TrainConfig.from_dict(saved)
+        config = _resume_config(args, argv) if args.resume else config_from_args(args)
+        result = mtrain.train(config, resume=args.resume, overwrite=args.overwrite)
+    except mtrain.Interrupted as stop:
+        if stop.saved:
+            print(f"\nmmojax: stopped by {stop.signal_name} at update {stop.update}; a "
+                  f"checkpoint is saved. Resume with: mmojax train --workdir {workdir} "
+                  "--resume", file=sys.stderr)
         else:
-            config = config_from_args(args)
-        result = mtrain.train(config, resume=args.resume)
-    except (ValueError, TypeError, FileNotFoundError, mtrain.CheckpointError) as err:
-        print(f"mmojax: error: {err}", file=sys.stderr)
+            print(f"\nmmojax: stopped by {stop.signal_name} at update {stop.update}; no "
+                  f"checkpoint could be saved. {_resume_hint(workdir)}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:
+        print(f"\nmmojax: interrupted. {_resume_hint(workdir)}", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, mtrain.CheckpointError) as err:
+        print(f"mmojax: error: {_name_flag(str(err))}", file=sys.stderr)
         return 2
     except mtrain.NonFiniteError as err:
         print(f"mmojax: stopped: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"\nmmojax: interrupted; resume with: mmojax train --workdir {args.workdir} "
-              "--resume", file=sys.stderr)
-        return 130
-    print(f"\n{config.mode} on {config.task}, {result.steps} steps "
-          f"({result.updates} optimizer updates), seed {config.seed}")
+    print(f"\n{result.summary()}")
     print(result.table())
     print(f"\nmetrics: {result.metrics_path}")
     for name, path in result.plots.items():
         print(f"plot ({name}): {path}")
     return 0
+
+
+def _resume_hint(workdir: str) -> str:
+    """Whether (and how) the run in ``workdir`` can be resumed, from what is on disk."""
+    ckpt = os.path.join(workdir, "checkpoints")
+    steps = [d for d in os.listdir(ckpt) if d.isdigit()] if os.path.isdir(ckpt) else []
+    if steps and os.path.exists(os.path.join(workdir, "config.json")):
+        return (f"The run has a checkpoint (the latest after micro-batch {max(map(int, steps))})"
+                f"; resume with: mmojax train --workdir {workdir} --resume")
+    return "No checkpoint was saved: there is nothing to resume."
 
 
 def _reproduce(args: argparse.Namespace) -> int:

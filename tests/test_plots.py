@@ -1,13 +1,14 @@
-"""Tests of the metrics plots (mmojax.train._plots)."""
+"""The metrics file (mmojax.train._metrics) and the plots drawn from it (mmojax.train._plots)."""
 
 import json
 import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from mmojax.train import _plots
+from mmojax.train import _metrics, _plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -67,7 +68,7 @@ def test_plot_run_from_file_round_trip(tmp_path):
     lines = [json.dumps(r) for r in _records()]
     lines.insert(3, "")  # blank lines are skipped
     path.write_text("\n".join(lines) + "\n\n")
-    assert _plots.read_metrics(path) == _records()
+    assert _metrics.read_metrics(path) == _records()
     out = _plots.plot_run(str(path), tmp_path)
     assert set(out) == {"loss", "accuracy", "learning_rate"}
 
@@ -99,18 +100,18 @@ def test_nonfinite_and_null_values_are_dropped(tmp_path):
     recs[5]["models"]["bert"]["loss"] = float("nan")
     recs[6]["models"]["bert"]["lr"] = None
     del recs[7]["models"]["gpt2"]["loss"]
-    s = _plots.series(recs, "train", "loss")
+    s = _metrics.series(recs, "train", "loss")
     assert len(s["bert"][1]) == 99 and len(s["gpt2"][1]) == 99
-    assert len(_plots.series(recs, "train", "lr")["bert"][1]) == 99
+    assert len(_metrics.series(recs, "train", "lr")["bert"][1]) == 99
     assert "loss" in _plots.plot_run(recs, tmp_path)
 
 
 def test_main_metric_prefers_f1():
     recs = _records(f1_for=("bert",))
-    assert _plots.main_metric(recs, "bert") == "f1"
-    assert _plots.main_metric(recs, "gpt2") == "accuracy"
-    assert _plots.main_metric(recs, "missing") is None
-    main = _plots.series(recs, "eval", "main")
+    assert _metrics.main_metric(recs, "bert") == "f1"
+    assert _metrics.main_metric(recs, "gpt2") == "accuracy"
+    assert _metrics.main_metric(recs, "missing") is None
+    main = _metrics.series(recs, "eval", "main")
     assert main["bert"][1][0] == pytest.approx(40.0)
     assert main["gpt2"][1][0] == pytest.approx(0.5)
 
@@ -129,11 +130,50 @@ def test_smooth():
     assert len(_plots.smooth(list(range(1000)))) == 1000
 
 
+def test_weighted_smoothing_ignores_a_short_record():
+    # 20 records of 20 micro-batches each at loss 1, one of a single micro-batch at 5
+    # (an epoch's remainder): it counts for one micro-batch, not for a whole record.
+    values = np.array([1.0] * 10 + [5.0] + [1.0] * 10)
+    weights = np.array([20.0] * 10 + [1.0] + [20.0] * 10)
+    plain = _plots.smooth(values, window=5)
+    weighted = _plots.smooth(values, window=5, weights=weights)
+    assert plain.max() == pytest.approx(1.8)
+    assert weighted.max() == pytest.approx(1 + 4 / 81)
+    recs = [_train(u, ("a",)) | {"micro_batches": 20} for u in range(5)]
+    x, y, w = _metrics.weighted_series(recs, "train", "loss")["a"]
+    assert w.tolist() == [20.0] * 5
+
+
+def test_summarise_means_last_rates_and_nonfinite_counts():
+    rows = [{"a": {"loss": 1.0, "lr": 0.1, "finite": True}},
+            {"a": {"loss": float("nan"), "lr": 0.2, "finite": False}},
+            {"a": {"loss": 3.0, "lr": 0.3, "finite": True}}]
+    assert _metrics.summarise(rows) == {"a": {"loss": 2.0, "lr": 0.3, "nonfinite_steps": 1}}
+
+
+def test_writer_keeps_records_up_to_a_resumed_step(tmp_path):
+    path = tmp_path / "m.jsonl"
+    writer = _metrics.MetricsWriter(path)
+    for step in (2, 4, 6):
+        writer.write({"kind": "train", "step": step, "models": {"a": {"loss": np.float32(1)}}})
+    _metrics.MetricsWriter(path, keep_until_step=4).write({"kind": "event", "step": 4})
+    assert [r["step"] for r in _metrics.read_metrics(path)] == [2, 4, 4]
+
+
+def test_metrics_file_has_one_home():
+    from mmojax.reproduce import _runner
+
+    assert not hasattr(_runner, "_plots")  # the reproduction parses runs without the plots
+    for name in ("read_metrics", "series", "main_metric", "model_names"):
+        # the plots module draws; what it reads comes from _metrics
+        assert getattr(_plots, name, getattr(_metrics, name)) is getattr(_metrics, name)
+
+
 def test_read_metrics_malformed_line_names_file_and_line(tmp_path):
     path = tmp_path / "bad_metrics.jsonl"
     path.write_text(json.dumps(_train(0, ("a",))) + "\n\n" + '{"kind": "train", "step": \n')
     with pytest.raises(ValueError, match=r"bad_metrics\.jsonl:3") as info:
-        _plots.read_metrics(path)
+        _metrics.read_metrics(path)
     assert str(path) in str(info.value)
     assert "line" in str(info.value).lower() or ":3:" in str(info.value)
 
@@ -142,12 +182,12 @@ def test_read_metrics_non_object_line(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text('{"kind": "eval"}\n[1, 2]\n')
     with pytest.raises(ValueError, match=r"m\.jsonl:2: expected a JSON object"):
-        _plots.read_metrics(path)
+        _metrics.read_metrics(path)
 
 
 def test_read_metrics_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
-        _plots.read_metrics(tmp_path / "nope.jsonl")
+        _metrics.read_metrics(tmp_path / "nope.jsonl")
 
 
 @pytest.mark.parametrize("kind, metric", [("train", "loss"), ("eval", "accuracy"),

@@ -1,6 +1,7 @@
 """Training end to end: one-jit step, non-finite handling, checkpoints, exact resume, CLI."""
 
 import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ from mmojax.cli import main as cli_main
 def tiny_config(tmp_path, name="run", **kw):
     base = dict(task="synthetic", preset="tiny", workdir=str(tmp_path / name), epochs=2,
                 batch_size=8, gradient_accumulation_steps=2, learning_rate=1e-3,
-                warmup_steps=2, sync_every=2, conv_window=3, conv_update_every=2,
+                warmup_steps=2, sync_every=2, convergence_window=3, convergence_update_every=2,
                 max_train=64, max_val=24, log_every=3, progress=False)
     base.update(kw)
     return mtrain.TrainConfig(**base)
@@ -28,20 +29,22 @@ def leaves_close(a, b, atol=1e-6):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=atol)
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path):
-    k = 5  # odd: the split falls inside an accumulation window
+    k = 3  # optimizer updates: 6 micro-batches
     full = mtrain.train(tiny_config(tmp_path, "full", max_steps=2 * k))
     first = mtrain.train(tiny_config(tmp_path, "split", max_steps=k))
-    assert first.steps == k
+    assert (first.steps, first.updates) == (2 * k, k)  # max_steps counts optimizer updates
     # The two runs really differ before resuming ...
     assert any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(first.state.params),
                                                      jax.tree.leaves(full.state.params)))
     resumed = mtrain.train(tiny_config(tmp_path, "split", max_steps=2 * k), resume=True)
-    assert resumed.steps == 2 * k
+    assert resumed.updates == 2 * k
     # ... and agree after: params, optimizer state, rng and counters.
     leaves_close(resumed.state, full.state)
 
 
+@pytest.mark.slow
 def test_independent_joint_equals_models_trained_alone(tmp_path):
     joint = mtrain.train(tiny_config(tmp_path, "joint", mode="independent", max_steps=4,
                                      models=("bert", "gpt2")))
@@ -71,11 +74,14 @@ def test_nonfinite_model_is_skipped_and_counted():
     assert not bool(metrics["bad"]["finite"]) and bool(metrics["good"]["finite"])
 
 
+@pytest.mark.slow
 def test_run_stops_on_persistent_nonfinite_and_checkpoints_finite_state(tmp_path):
     config = tiny_config(tmp_path, "nan", learning_rate=1e30, warmup_steps=0, clip_norm=None,
                          max_nonfinite=2, log_every=1, gradient_accumulation_steps=1)
-    with pytest.raises(mtrain.NonFiniteError, match="non-finite"):
+    with pytest.raises(mtrain.NonFiniteError, match="non-finite") as info:
         mtrain.train(config)
+    # The advice is something a user can do: resuming keeps the learning rate.
+    assert "Start a new run" in str(info.value) and "--learning-rate" in str(info.value)
     assert (tmp_path / "nan" / "metrics.jsonl").read_text().count('"nonfinite"') >= 1
     ckpt = mtrain.Checkpointer(tmp_path / "nan" / "checkpoints")
     assert ckpt.steps()
@@ -118,7 +124,10 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):
     restored, meta, step = ckpt.restore(state)
     assert step == 1 and meta["position"]["index"] == 1
     np.testing.assert_array_equal(restored["w"], np.arange(4.0))
-    assert "not usable" in caplog.text
+    assert "could not be restored" in caplog.text and "moved" in caplog.text
+    assert ckpt.steps() == [1] and (tmp_path / "ck-unusable" / "2").is_dir()
+    ckpt.save(2, state, {})  # the step can be saved again
+    assert ckpt.steps() == [1, 2]
     ckpt.close()
 
 
@@ -130,8 +139,11 @@ def test_restore_with_wrong_structure_is_reported(tmp_path):
     ckpt.close()
 
 
+@pytest.mark.slow
 def test_interrupt_saves_and_resumes(tmp_path, monkeypatch):
-    config = tiny_config(tmp_path, "intr", max_steps=6)
+    """A real SIGINT during micro-batch 3 (inside an accumulation window of 2):
+    the run finishes that step, saves it and stops; the resumed run is exact."""
+    config = tiny_config(tmp_path, "intr", max_steps=3)
     real = mtrain._loop._step.make_train_step
 
     def interrupting(*args, **kwargs):
@@ -140,27 +152,31 @@ def test_interrupt_saves_and_resumes(tmp_path, monkeypatch):
 
         def wrapped(state, batch):
             calls.append(1)
-            if len(calls) == 4:
-                raise KeyboardInterrupt
+            if len(calls) == 3:
+                os.kill(os.getpid(), signal.SIGINT)
             return step(state, batch)
         return wrapped
 
     monkeypatch.setattr(mtrain._loop._step, "make_train_step", interrupting)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(mtrain.Interrupted) as info:
         mtrain.train(config)
+    assert info.value.saved and info.value.signal_name == "SIGINT"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     monkeypatch.setattr(mtrain._loop._step, "make_train_step", real)
     ckpt = mtrain.Checkpointer(tmp_path / "intr" / "checkpoints")
     assert ckpt.steps() == [3]
     ckpt.close()
     resumed = mtrain.train(config, resume=True)
-    full = mtrain.train(tiny_config(tmp_path, "intr_full", max_steps=6))
+    full = mtrain.train(tiny_config(tmp_path, "intr_full", max_steps=3))
     leaves_close(resumed.state.params, full.state.params)
 
 
+@pytest.mark.slow
 def test_cli_train_and_errors(tmp_path, capsys):
     code = cli_main(["train", "--task", "synthetic", "--preset", "tiny", "--workdir",
                      str(tmp_path / "cli"), "--max-train", "32", "--max-val", "16",
-                     "--batch-size", "8", "--epochs", "1", "--no-progress", "--lr", "1e-3"])
+                     "--batch-size", "8", "--epochs", "1", "--no-progress",
+                     "--learning-rate", "1e-3"])
     out = capsys.readouterr().out
     assert code == 0
     assert "accuracy" in out and "bert" in out and "roberta" in out and "loss.png" in out

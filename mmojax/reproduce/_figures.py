@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mmojax.train import _plots
+from mmojax.train import _metrics, _plots
 
 
 def _save(fig: Figure, path: str) -> str:
@@ -78,8 +78,8 @@ def tsne(kernels: Mapping[str, Mapping[str, np.ndarray]], path: str, seed: int =
 
 def learning_rates(metrics_path: str, path: str) -> str | None:
     """Fig. 6: per-model learning rate over training (one run)."""
-    records = _plots.read_metrics(metrics_path)
-    data = _plots.series(records, "train", "lr")
+    records = _metrics.read_metrics(metrics_path)
+    data = _metrics.series(records, "train", "lr")
     if not data:
         return None
     fig = Figure(figsize=(6.5, 4))

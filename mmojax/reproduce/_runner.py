@@ -16,7 +16,7 @@ import mmojax
 from mmojax import data as mdata
 from mmojax import models as mmodels
 from mmojax.reproduce import _specs
-from mmojax.train import TrainConfig, _plots, _tasks, train
+from mmojax.train import TrainConfig, _metrics, _tasks, train
 
 log = logging.getLogger(__name__)
 THRESHOLDS = (0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
@@ -135,16 +135,17 @@ class Runner:
         resume = os.path.exists(os.path.join(run_dir, "checkpoints")) and \
             os.path.exists(os.path.join(run_dir, "config.json"))
         try:
-            result = train(config, resume=resume)
+            # A run directory without a resumable run holds only this run's leftovers.
+            result = train(config, resume=resume, overwrite=not resume)
         except Exception:
             if not resume:
                 raise
             log.warning("could not resume %s; starting it again", spec.run_id)
-            result = train(config)
+            result = train(config, overwrite=True)
         return self._record(spec, config, result)
 
     def _record(self, spec, config: TrainConfig, result) -> dict[str, Any]:
-        records = _plots.read_metrics(result.metrics_path)
+        records = _metrics.read_metrics(result.metrics_path)
         main = _tasks.MAIN_METRIC[config.task]
         trains = [r for r in records if r.get("kind") == "train"]
         final_train = {m: float(np.nanmean([r["models"][m]["loss"] for r in trains[-3:]
@@ -162,7 +163,7 @@ class Runner:
             "method": spec.method, "seed": spec.seed, "learning_rate": spec.learning_rate,
             "models": list(config.models), "task": config.task, "main_metric": main,
             "config": config.to_dict(), "final": result.final, "history": result.history,
-            "steps": result.steps, "updates": result.updates, "wall_time": result.wall_time,
+            "steps": result.steps, "updates": result.updates, "wall_time": result.total_wall_time,
             "skipped": result.skipped, "final_train_loss": final_train,
             "time_to": time_to_thresholds(records, main, config.models),
             "collapse": collapse_cosines(params) if len(config.models) > 1 else {},
@@ -188,7 +189,7 @@ class Runner:
         if os.path.exists(path):
             return path
         config = self._config(teacher)
-        result = train(config)
+        result = train(config, overwrite=True)
         self._record(teacher, config, result)
         task = _tasks.prepare_task(config.task, config.data, seed=config.seed,
                                    vocab_size=config.vocab_size, max_train=config.max_train,

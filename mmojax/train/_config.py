@@ -5,25 +5,37 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optax
-
-import mmojax
+if TYPE_CHECKING:  # the optimizer (jax, optax) is imported when a config is built, not at import
+    import optax
 
 MODES = ("mmo", "independent", "joint-no-sharing", "no-sharing", "no-sync", "no-adaptive-lr")
 COUPLINGS = ("none", "mutual", "distill")
 PAPER_WEIGHTS = {"bert": 1.0, "gpt2": 0.8, "roberta": 1.2}
+EVALS_PER_RUN = 5  # evaluations of a run when eval_every is None (besides epoch ends)
+# Old names of fields, accepted when a saved config.json is read.
+_RENAMED = {"conv_window": "convergence_window", "conv_update_every": "convergence_update_every"}
+# Fields a resumed run may change (the rest must match the checkpoint): how long it
+# runs and what it reports, never what it computes. A longer ``epochs`` re-plans the
+# learning-rate schedule over the new length from the current update on.
+RESUMABLE_FIELDS = ("workdir", "epochs", "max_steps", "eval_every", "log_every",
+                    "checkpoint_every", "keep_checkpoints", "max_nonfinite", "progress")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run. Defaults follow the paper's section 4.4.
 
-    Counts: ``warmup_steps``, ``sync_every``, ``eval_every`` and the
-    convergence window are in optimizer updates (one update per
-    ``gradient_accumulation_steps`` micro-batches); ``log_every``,
-    ``checkpoint_every`` and ``max_steps`` are in micro-batches.
+    Units: every count (``max_steps``, ``warmup_steps``, ``sync_every``,
+    ``eval_every``, ``log_every``, ``checkpoint_every``, the convergence
+    window) is in *steps*, and a step is one optimizer update, i.e.
+    ``gradient_accumulation_steps`` micro-batches of ``batch_size`` examples
+    per model. ``eval_every=None`` evaluates about :data:`EVALS_PER_RUN`
+    times per run, ``0`` only at each epoch end (and always at the end).
+
+    ``model_weights`` may name only models of ``models``; the default (the
+    paper's weights of bert, gpt2 and roberta) is kept for the models it names.
 
     Modes: ``mmo`` (everything on), ``independent`` (each model plain AdamW
     with the same schedule: no sharing, sync, adaptive lr or model weights),
@@ -63,12 +75,12 @@ class TrainConfig:
     model_weights: Mapping[str, float] | None = dataclasses.field(
         default_factory=lambda: dict(PAPER_WEIGHTS))
     clip_norm: float | None = 1.0
-    conv_window: int = 20
-    conv_update_every: int = 10
+    convergence_window: int = 20
+    convergence_update_every: int = 10
     vocab_size: int = 8000
     max_train: int | None = None
     max_val: int | None = None
-    eval_every: int = 0
+    eval_every: int | None = None
     eval_batch_size: int = 64
     log_every: int = 10
     checkpoint_every: int = 0
@@ -91,32 +103,56 @@ class TrainConfig:
             object.__setattr__(self, "models", tuple(m for m in self.models.split(",") if m))
         if not self.models:
             raise ValueError("models must name at least one model")
-        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "vocab_size",
-                     "eval_batch_size", "log_every", "keep_checkpoints", "max_nonfinite"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("warmup_steps", "eval_every", "checkpoint_every", "sync_every",
-                     "conv_update_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        from mmojax.models import ARCHS  # noqa: PLC0415 - models import flax: not at import
+
+        unknown = [m for m in self.models if m not in ARCHS]
+        if unknown:
+            raise ValueError(f"models: unknown model(s) {unknown}; valid: {list(ARCHS)}")
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"models names a model more than once: {list(self.models)}")
+        for name, minimum in (("epochs", 1), ("batch_size", 1),
+                              ("gradient_accumulation_steps", 1), ("vocab_size", 1),
+                              ("eval_batch_size", 1), ("log_every", 1), ("keep_checkpoints", 1),
+                              ("max_nonfinite", 1), ("seed", 0), ("warmup_steps", 0),
+                              ("checkpoint_every", 0), ("sync_every", 0),
+                              ("convergence_window", 2), ("convergence_update_every", 1)):
+            _check_int(name, getattr(self, name), minimum)
+        for name in ("eval_every",):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 0)
+        for name in ("max_steps", "max_train", "max_val"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1)
+        if not (_is_number(self.learning_rate) and math.isfinite(self.learning_rate)
+                and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if not (_is_number(self.weight_decay) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got "
+                             f"{self.weight_decay!r}")
         if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not (_is_number(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+        if not (_is_number(self.coupling_weight) and self.coupling_weight >= 0):
+            raise ValueError(f"coupling_weight must be >= 0, got {self.coupling_weight!r}")
         if self.coupling not in COUPLINGS:
             raise ValueError(f"coupling must be one of {COUPLINGS}, got {self.coupling!r}")
         if self.coupling == "distill" and not self.teacher_logits:
             raise ValueError("coupling='distill' needs teacher_logits (an .npy of the teacher's "
                              "logits on the training split)")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.model_weights is not None:
-            object.__setattr__(self, "model_weights", {
-                m: w for m, w in dict(self.model_weights).items() if m in self.models})
+            weights = dict(self.model_weights)
+            extra = sorted(set(weights) - set(self.models))
+            if extra and weights != PAPER_WEIGHTS:  # the default names all three paper models
+                raise ValueError(f"model_weights names {extra}, which are not among the "
+                                 f"models {list(self.models)}")
+            object.__setattr__(self, "model_weights",
+                               {m: w for m, w in weights.items() if m in self.models})
         # Fail at construction, not mid-run, on bad optimizer hyperparameters.
         self.optimizer(total_updates=max(1000, self.warmup_steps + 1))
 
@@ -128,10 +164,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - fields)
+        unknown = sorted({_RENAMED.get(k, k) for k in values} - fields)
         if unknown:
             raise ValueError(f"unknown config fields {unknown}")
-        values = dict(values)
+        values = {_RENAMED.get(k, k): v for k, v in values.items()}
         if "models" in values and not isinstance(values["models"], str):
             values["models"] = tuple(values["models"])
         return cls(**values)
@@ -142,8 +178,21 @@ class TrainConfig:
             return int(round(self.warmup_ratio * total_updates))
         return self.warmup_steps
 
+    def changed_fields(self, other: TrainConfig) -> list[str]:
+        """The fields whose values differ between ``self`` and ``other``."""
+        a, b = self.to_dict(), other.to_dict()
+        return [f.name for f in dataclasses.fields(self) if a[f.name] != b[f.name]]
+
+    def evaluation_period(self, total_updates: int) -> int:
+        """Updates between evaluations (0: epoch ends only), resolving ``eval_every=None``."""
+        if self.eval_every is not None:
+            return self.eval_every
+        return max(1, math.ceil(total_updates / EVALS_PER_RUN))
+
     def optimizer(self, total_updates: int) -> optax.GradientTransformationExtraArgs:
         """The optimizer of this run's mode, with the schedule over ``total_updates``."""
+        import mmojax  # noqa: PLC0415 - jax is imported when an optimizer is built
+
         warmup = self.warmup_for(total_updates)
         share = {"alpha": self.alpha, "beta": self.beta, "adaptive": True,
                  "model_weights": self.model_weights}
@@ -168,7 +217,16 @@ class TrainConfig:
             gradient_accumulation_steps=self.gradient_accumulation_steps,
             reduction=self.reduction,
             grouping=self.grouping,
-            convergence_window=max(2, self.conv_window),
-            convergence_update_every=max(1, self.conv_update_every),
+            convergence_window=self.convergence_window,
+            convergence_update_every=self.convergence_update_every,
             **share,
         )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import math
 import os
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from mmojax import data as mdata
 from mmojax import models as mmodels
-from mmojax.train import _checkpoint, _step, _tasks
+from mmojax.train import _checkpoint, _interrupt, _metrics, _progress, _rundir, _step, _tasks
 from mmojax.train._config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -36,10 +32,16 @@ class RunResult:
       final: ``{model: eval metrics}`` of the last evaluation.
       history: ``{model: [(update, main_metric)]}`` of every evaluation.
       steps: micro-batches trained; updates: optimizer updates.
-      wall_time: seconds of training (this process, eval included).
+      wall_time: seconds this process spent in :func:`train` (data, models,
+        compilation, training, evaluation).
       skipped: ``{model: non-finite steps skipped}``.
       metrics_path: the metrics JSONL file; plots: ``{name: png path}``.
       parameter_counts: ``{model: parameters}``.
+      total_wall_time: seconds over every process of the run (a resumed run
+        adds the earlier ones' time).
+      startup_time: seconds of this process before the first step began.
+      baseline: ``(accuracy, label)`` of always predicting the most frequent
+        validation class (classification tasks), else ``None``.
     """
 
     config: TrainConfig
@@ -54,71 +56,36 @@ class RunResult:
     parameter_counts: dict[str, int]
     state: Any = None
     probabilities: dict[str, np.ndarray] | None = None
+    total_wall_time: float = 0.0
+    startup_time: float = 0.0
+    baseline: tuple[float, str] | None = None
 
     def table(self) -> str:
-        """The per-model summary table."""
+        """The per-model summary table, with the majority-class baseline where there is one."""
         metric = _tasks.MAIN_METRIC[self.config.task]
-        head = f"{'model':<10}{'params':>10}{metric:>10}{'val loss':>10}{'updates':>9}" \
-               f"{'skipped':>9}{'wall s':>9}"
+        head = f"{'model':<18}{'params':>8}{metric:>10}{'val loss':>10}{'skipped':>9}"
         lines = [head, "-" * len(head)]
         for m in self.config.models:
             f = self.final.get(m, {})
-            lines.append(f"{m:<10}{self.parameter_counts[m] / 1e6:>9.2f}M"
+            lines.append(f"{m:<18}{self.parameter_counts[m] / 1e6:>7.2f}M"
                          f"{f.get(metric, float('nan')):>10.4f}{f.get('loss', float('nan')):>10.4f}"
-                         f"{self.updates:>9d}{self.skipped.get(m, 0):>9d}{self.wall_time:>9.1f}")
+                         f"{self.skipped.get(m, 0):>9d}")
+        if self.baseline is not None:
+            value, label = self.baseline
+            lines.append(f"{'majority class':<18}{'':>8}{value:>10.4f}{'':>10}{'':>9}"
+                         f"   (always {label!r})")
         return "\n".join(lines)
 
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.generic, np.ndarray)):
-        value = value.item() if np.ndim(value) == 0 else value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-class _MetricsLog:
-    """Appends JSON records to the run's metrics file (one object per line)."""
-
-    def __init__(self, path: str, keep_until_step: int | None):
-        self.path = path
-        if keep_until_step is None:
-            open(path, "w").close()
-        elif os.path.exists(path):
-            # A resumed run rewrites what came after its checkpoint.
-            with open(path) as f:
-                kept = [line for line in f if line.strip()
-                        and json.loads(line).get("step", 0) <= keep_until_step]
-            with open(path, "w") as f:
-                f.writelines(kept)
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(_json_safe(dict(record))) + "\n")
-
-
-def _summarise(pending: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
-    """Host-side means over the fetched steps (last value for rates)."""
-    fetched = jax.device_get(pending)
-    out = {}
-    for m in fetched[0]:
-        rows = [step[m] for step in fetched]
-        summary = {}
-        for key in rows[0]:
-            values = np.array([float(r[key]) for r in rows])
-            if key in ("lr", "conv_rate"):
-                summary[key] = float(values[-1])
-            elif key == "finite":
-                summary["nonfinite_steps"] = int(np.sum(values == 0))
-            else:
-                ok = np.isfinite(values)
-                summary[key] = float(values[ok].mean()) if ok.any() else float("nan")
-        out[m] = summary
-    return out
+    def summary(self) -> str:
+        """What ran and how long it took (the lines the CLI prints above the table)."""
+        c = self.config
+        earlier = self.total_wall_time - self.wall_time
+        timing = (f"wall time {self.wall_time:.1f} s in this process ({self.startup_time:.1f} s "
+                  "of it before the first step: data, models")
+        timing += (")" if not earlier else f"), {self.total_wall_time:.1f} s in all with "
+                   f"{earlier:.1f} s before the resume")
+        return (f"{c.mode} on {c.task}: {self.updates} optimizer updates ({self.steps} "
+                f"micro-batches of {c.batch_size} examples per model), seed {c.seed}\n{timing}")
 
 
 def _evaluate(eval_step, params, task: _tasks.TaskData, batch_size: int, names):
@@ -155,76 +122,106 @@ def _coupling(config: TrainConfig):
     return None
 
 
-def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> RunResult:
     """Runs (or resumes) one training run and returns its :class:`RunResult`.
 
     Writes under ``config.workdir``: ``config.json``, ``tokenizer.json``,
-    ``metrics.jsonl``, ``checkpoints/`` and the PNG plots.
+    ``metrics.jsonl``, ``checkpoints/`` and the PNG plots, and nothing before
+    the configuration, the run directory and the data have been checked.
+
+    Args:
+      config: the run.
+      resume: continue the run in ``config.workdir`` from its latest usable
+        checkpoint. ``config`` may differ from the run's own only in
+        :data:`~mmojax.train._config.RESUMABLE_FIELDS`.
+      overwrite: a new run may replace the run (or files) in ``config.workdir``;
+        without it a non-empty directory is refused.
 
     Raises:
+      RunDirError: the workdir is a file, cannot be written, holds something
+        (a new run without ``overwrite``) or holds no run (``resume``).
+      ValueError: ``resume`` with settings that differ from the run's.
       NonFiniteError: if a model stays non-finite for ``max_nonfinite``
         consecutive steps (a checkpoint of the last finite state is saved).
-      KeyboardInterrupt: after saving a checkpoint, on Ctrl-C.
+      Interrupted: on SIGINT/SIGTERM, after saving a checkpoint of the last
+        completed step (a second signal raises ``KeyboardInterrupt`` at once).
     """
+    started = time.perf_counter()
     workdir = os.path.abspath(config.workdir)
-    os.makedirs(workdir, exist_ok=True)
+    _rundir.check(workdir, resume=resume, overwrite=overwrite)
+    if resume:
+        _rundir.resumed_config(_rundir.read_config(workdir), config,
+                               source=os.path.join(workdir, _rundir.CONFIG_FILE))
     tok_path = os.path.join(workdir, "tokenizer.json")
-    if resume and not os.path.exists(tok_path):
-        raise _checkpoint.CheckpointError(f"cannot resume: {tok_path} does not exist")
     task = _tasks.prepare_task(
         config.task, config.data, seed=config.seed, vocab_size=config.vocab_size,
         max_train=config.max_train, max_val=config.max_val,
         tokenizer_path=tok_path if resume else None, holdout=config.holdout)
     if config.teacher_logits:
         task = _with_teacher(task, config.teacher_logits)
-    if not resume:
-        mdata.save_tokenizer(task.tokenizer, tok_path)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            json.dump(config.to_dict(), f, indent=2)
-
     built = mmodels.build_models(
         list(config.models), preset=config.preset, task=task.model_task,
         vocab_size=task.tokenizer.get_vocab_size(), max_length=task.max_length,
         num_labels=task.num_labels, seed=config.seed, dropout=config.dropout)
     log.info("models:\n%s", mmodels.parameter_table(built))
+    if not resume:  # everything is validated: from here on the run writes
+        _rundir.create(workdir, overwrite=overwrite)
+        mdata.save_tokenizer(task.tokenizer, tok_path)
+        _rundir.write_config(workdir, config)
+
     fns = {m: _step.ModelFns(built[m].apply_fn, _tasks.loss_fn(task.model_task))
            for m in config.models}
     params = {m: built[m].params for m in config.models}
-
     batches = mdata.BatchIterator(task.train, config.batch_size, seed=config.seed)
+    accum = config.gradient_accumulation_steps
     per_epoch = batches.num_batches_per_epoch
-    total_steps = config.epochs * per_epoch
-    total_updates = max(1, total_steps // config.gradient_accumulation_steps)
+    total_steps = config.epochs * per_epoch  # micro-batches
+    total_updates = max(1, total_steps // accum)
     tx = config.optimizer(total_updates)
     state = _step.init_train_state(params, tx, config.seed)
     ckpt = _checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     keep=config.keep_checkpoints)
-    start = 0
+    start, earlier_time = 0, 0.0
     if resume:
-        state, meta, start = ckpt.restore(state)
-        if meta.get("tokenizer") not in (None, task.tokenizer.to_str()):
-            raise _checkpoint.CheckpointError(
-                f"{tok_path} differs from the tokenizer saved in checkpoint {start}; restore "
-                "the run's own tokenizer.json to resume")
+        try:
+            state, meta, start = ckpt.restore(state)
+            if "config" in meta:
+                _rundir.resumed_config(meta["config"], config, source=f"checkpoint {start}")
+            if meta.get("tokenizer") not in (None, task.tokenizer.to_str()):
+                raise _checkpoint.CheckpointError(
+                    f"{tok_path} differs from the tokenizer saved in checkpoint {start}; "
+                    "restore the run's own tokenizer.json to resume")
+        except BaseException:
+            ckpt.close()
+            raise
         batches.restore(meta["position"])
-        log.info("resumed from step %d (data position %s)", start, meta["position"])
-    metrics = _MetricsLog(os.path.join(workdir, "metrics.jsonl"), start if resume else None)
+        earlier_time = float(meta.get("wall_time", 0.0))
+        _rundir.write_config(workdir, config)
+        log.info("resumed from update %d (micro-batch %d) of %s", start // accum, start,
+                 workdir)
+    metrics = _metrics.MetricsWriter(os.path.join(workdir, "metrics.jsonl"),
+                                     start if resume else None)
     train_step = _step.make_train_step(fns, tx, extra_loss=_coupling(config),
                                        gradient_cosines=config.gradient_cosines)
     eval_step = _step.make_eval_step(fns, _tasks.eval_outputs_fn(task.model_task))
-    stop_at = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
-    accum = config.gradient_accumulation_steps
-    eval_every_steps = config.eval_every * accum
+    stop_at = total_steps if config.max_steps is None else min(total_steps,
+                                                               config.max_steps * accum)
+    eval_period = config.evaluation_period(max(1, stop_at // accum)) * accum
+    log_period = config.log_every * accum
+    checkpoint_period = config.checkpoint_every * accum
     history = {m: [] for m in config.models}
     final: dict[str, dict[str, float]] = {}
     probabilities: dict[str, Any] = {}
-    t0 = time.perf_counter()
+    first_step_at: float | None = None
+
+    def elapsed() -> float:  # seconds since the run began, over all its processes
+        return earlier_time + time.perf_counter() - started
 
     consumed = batches.position  # data position of the last *completed* step
 
     def save(step):
         ckpt.save(step, state, {"position": consumed, "step": step, "config": config.to_dict(),
-                                "tokenizer": task.tokenizer.to_str()})
+                                "tokenizer": task.tokenizer.to_str(), "wall_time": elapsed()})
 
     def run_eval(step, epoch):
         nonlocal final, probabilities
@@ -233,64 +230,79 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         for m, res in final.items():
             history[m].append((step // accum, res[task.main_metric]))
         metrics.write({"kind": "eval", "step": step, "update": step // accum, "epoch": epoch,
-                       "time": time.perf_counter() - t0, "models": final})
+                       "time": elapsed(), "models": final})
         return final
 
     pending: list[Any] = []
-    bar = tqdm(total=stop_at, initial=start, disable=not config.progress, desc="train",
-               dynamic_ncols=True)
+    progress = _progress.Progress(stop_at // accum, start // accum, task.main_metric,
+                                  enabled=config.progress)
     step = start
+    if resume:
+        metrics.write({"kind": "event", "step": step, "update": step // accum,
+                       "event": "resumed", "time": elapsed()})
+    stop = _interrupt.StopRequest()
     try:
-        while step < stop_at:
-            batch = next(batches)
-            state, step_metrics = train_step(state, batch)
-            consumed = batches.position
-            pending.append(step_metrics)
-            step += 1
-            bar.update(1)
-            epoch_end = step % per_epoch == 0
-            if len(pending) >= config.log_every or epoch_end or step == stop_at:
-                summary = _summarise(pending)
-                pending = []
-                metrics.write({"kind": "train", "step": step, "update": step // accum,
-                               "epoch": step / per_epoch, "time": time.perf_counter() - t0,
-                               "models": summary})
-                bar.set_postfix({m: f"{s['loss']:.3f}" for m, s in summary.items()})
-                _check_finite(state, summary, step, config, metrics, save)
-            if (eval_every_steps and step % eval_every_steps == 0) or epoch_end \
-                    or step == stop_at:
-                res = run_eval(step, step / per_epoch)
-                bar.set_postfix({m: f"{r[task.main_metric]:.3f}" for m, r in res.items()})
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
-                save(step)
+        with stop:
+            while step < stop_at and not stop.requested:
+                if first_step_at is None:
+                    first_step_at = time.perf_counter()
+                batch = next(batches)
+                state, step_metrics = train_step(state, batch)
+                consumed = batches.position
+                pending.append(step_metrics)
+                step += 1
+                progress.update(step // accum)
+                if len(pending) >= log_period or step == stop_at:
+                    summary = _metrics.summarise(jax.device_get(pending))
+                    metrics.write({"kind": "train", "step": step, "update": step // accum,
+                                   "epoch": step / per_epoch, "time": elapsed(),
+                                   "micro_batches": len(pending), "models": summary})
+                    pending = []
+                    progress.show(train_loss={m: s["loss"] for m, s in summary.items()})
+                    _check_finite(state, summary, step, config, metrics, save)
+                if (eval_period and step % eval_period == 0) or step % per_epoch == 0 \
+                        or step == stop_at:
+                    res = run_eval(step, step / per_epoch)
+                    progress.show(validation={m: r[task.main_metric] for m, r in res.items()})
+                if checkpoint_period and step % checkpoint_period == 0:
+                    save(step)
+        if stop.requested:
+            raise _stopped(stop.signal_name, step, accum, save, metrics, workdir)
         if not final:  # resumed a finished run: nothing trained, still report where it stands
             run_eval(step, step / per_epoch)
         save(step)
-    except KeyboardInterrupt:
-        log.warning("interrupted at step %d: saving a checkpoint to resume from", step)
-        try:
-            jax.block_until_ready(state)
-            save(step)
-        except Exception as err:  # noqa: BLE001 - e.g. interrupted while buffers were donated
-            log.error("could not save a checkpoint at step %d (%s); the previous checkpoint "
-                      "is kept", step, err)
-        raise
     finally:
-        bar.close()
+        progress.close()
         ckpt.close()
-    wall = time.perf_counter() - t0
     plots = _plots_for(metrics.path, workdir)
     skipped = {m: int(v) for m, v in jax.device_get(state.skipped).items()}
+    wall = time.perf_counter() - started
+    startup = (first_step_at or time.perf_counter()) - started
     return RunResult(config, final, history, step, step // accum, wall, skipped, metrics.path,
                      plots, {m: mmodels.parameter_count(params[m]) for m in config.models},
-                     state, probabilities)
+                     state, probabilities, total_wall_time=earlier_time + wall,
+                     startup_time=startup, baseline=_tasks.majority_baseline(task))
+
+
+def _stopped(signal_name, step, accum, save, metrics, workdir) -> _interrupt.Interrupted:
+    """Saves the state of the last completed step after a signal; the exception to raise."""
+    try:
+        save(step)
+        saved = True
+    except Exception as err:  # noqa: BLE001 - report it; the exception says nothing was saved
+        log.error("could not save a checkpoint at update %d: %s: %s", step // accum,
+                  type(err).__name__, err)
+        saved = False
+    metrics.write({"kind": "event", "step": step, "update": step // accum,
+                   "event": "interrupted", "signal": signal_name, "saved": saved})
+    return _interrupt.Interrupted(signal_name, step // accum, saved, workdir)
 
 
 def _check_finite(state, summary, step, config, metrics, save) -> None:
     for m, s in summary.items():
         if s.get("nonfinite_steps"):
             message = (f"{m}: non-finite loss or gradients in {s['nonfinite_steps']} of the "
-                       f"last steps (up to step {step}); those updates were skipped")
+                       f"last micro-batches (up to micro-batch {step}); those were skipped")
             log.warning(message)
             metrics.write({"kind": "event", "step": step, "event": "nonfinite", "model": m,
                            "message": message})
@@ -300,9 +312,11 @@ def _check_finite(state, summary, step, config, metrics, save) -> None:
         save(step)  # every model's parameters are finite: skipped updates were not applied
         raise NonFiniteError(
             f"models {sorted(bad)} had non-finite losses or gradients for {bad} consecutive "
-            f"steps (limit {config.max_nonfinite}); stopped at step {step}. The last finite "
-            f"state is checkpointed in {config.workdir}/checkpoints. Try a lower learning "
-            f"rate or clip_norm.")
+            f"micro-batches (limit {config.max_nonfinite}); stopped at micro-batch {step}. The "
+            f"last finite state is checkpointed in {config.workdir}/checkpoints, but resuming "
+            f"keeps this run's settings. Start a new run (another workdir, or overwrite this "
+            f"one) with a lower learning rate (now {config.learning_rate:g}; --learning-rate) "
+            f"or gradient clipping (now {config.clip_norm}; --clip-norm).")
 
 
 def _plots_for(metrics_path: str, workdir: str) -> dict[str, str]:

@@ -1,12 +1,4 @@
-"""Plots of a training run's metrics file (JSON lines).
-
-A run writes one JSON object per line. The records read here are
-
-* ``{"kind": "train", "step", "update", "epoch", "time", "models": {name: {...}}}``
-  with per-model ``loss``, ``accuracy``, ``lr``, ``conv_rate``, ``grad_norm``;
-* ``{"kind": "eval", ...}`` of the same layout with per-model ``loss``,
-  ``accuracy`` and optionally ``f1`` / ``exact_match``;
-* ``{"kind": "event", ...}`` and any other kind, which the plots ignore.
+"""Plots of a training run's metrics (the file is read and parsed by :mod:`._metrics`).
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects and written with the
 Agg canvas directly, so neither ``pyplot`` nor the global backend is touched.
@@ -14,10 +6,9 @@ Agg canvas directly, so neither ``pyplot`` nor the global backend is touched.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -25,46 +16,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from mmojax.train._metrics import KINDS, main_metric, model_names, read_metrics, series, \
+    weighted_series
+
 Records = Sequence[Mapping[str, Any]]
 RecordsOrPath = Union[str, "os.PathLike[str]", Records]
 
-KINDS = ("train", "eval")
-_MAIN_METRICS = ("f1", "accuracy")  # the eval metric shown, first present wins
 _DPI = 110
-
-
-def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Reads a metrics JSON-lines file.
-
-    Args:
-      path: the file; blank lines are skipped.
-
-    Returns:
-      The records, in file order.
-
-    Raises:
-      FileNotFoundError: if ``path`` does not exist.
-      ValueError: if a line is not valid JSON or not a JSON object; the message
-        names the file and the (1-based) line number.
-    """
-    path = Path(path)
-    records = []
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{path}:{lineno}: malformed JSON in metrics file ({err.msg})"
-                ) from None
-            if not isinstance(record, dict):
-                raise ValueError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}"
-                )
-            records.append(record)
-    return records
 
 
 def _load(source: RecordsOrPath) -> list[Mapping[str, Any]]:
@@ -74,93 +32,31 @@ def _load(source: RecordsOrPath) -> list[Mapping[str, Any]]:
     return list(source)
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value)
-
-
-def _x_of(record: Mapping[str, Any]) -> float | None:
-    """The record's x coordinate: the optimizer update (else the step)."""
-    for field in ("update", "step"):
-        if _finite(record.get(field)):
-            return float(record[field])
-    return None
-
-
-def model_names(records: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The model names of the train/eval records, in order of first appearance."""
-    names: dict[str, None] = {}
-    for record in records:
-        if record.get("kind") in KINDS and isinstance(record.get("models"), Mapping):
-            names.update(dict.fromkeys(record["models"]))
-    return list(names)
-
-
-def main_metric(records: Iterable[Mapping[str, Any]], model: str) -> str | None:
-    """The headline eval metric of ``model``: ``"f1"`` if ever reported, else
-    ``"accuracy"``; ``None`` if neither has a finite value."""
-    seen = set()
-    for record in records:
-        if record.get("kind") != "eval":
-            continue
-        values = (record.get("models") or {}).get(model) or {}
-        seen.update(k for k in _MAIN_METRICS if _finite(values.get(k)))
-    return next((k for k in _MAIN_METRICS if k in seen), None)
-
-
-def series(
-    records: Iterable[Mapping[str, Any]], kind: str, metric: str
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-model ``(x, y)`` arrays of one metric.
-
-    Args:
-      records: metrics records.
-      kind: ``"train"`` or ``"eval"``.
-      metric: the per-model field, e.g. ``"loss"``; ``"main"`` picks each
-        model's :func:`main_metric`.
-
-    Returns:
-      ``{model: (updates, values)}`` for the models with at least one finite
-      value; missing, ``null`` and non-finite values are dropped.
-    """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    records = [r for r in records if r.get("kind") == kind]
-    names = model_names(records)
-    fields = {m: (main_metric(records, m) if metric == "main" else metric) for m in names}
-    points: dict[str, list[tuple[float, float]]] = {m: [] for m in names}
-    for record in records:
-        x = _x_of(record)
-        models = record.get("models")
-        if x is None or not isinstance(models, Mapping):
-            continue
-        for name, values in models.items():
-            y = values.get(fields.get(name)) if isinstance(values, Mapping) else None
-            if _finite(y):
-                points[name].append((x, float(y)))
-    return {m: (np.array([p[0] for p in pts]), np.array([p[1] for p in pts]))
-            for m, pts in points.items() if pts}
-
-
-def smooth(values: np.ndarray, window: int | None = None) -> np.ndarray:
-    """Trailing moving average (shorter windows at the start).
+def smooth(values: np.ndarray, window: int | None = None,
+           weights: np.ndarray | None = None) -> np.ndarray:
+    """Trailing (weighted) moving average over ``window`` points, shorter at the start.
 
     Args:
       values: 1-D array.
       window: window length; ``None`` uses about 1/20 of the series (1 to 50).
+      weights: per-point weights (e.g. the micro-batches a train record
+        averages), so a record of one micro-batch counts for one micro-batch;
+        ``None``: equal weights.
 
     Returns:
       An array of the same length.
     """
     values = np.asarray(values, dtype=float)
+    weights = np.ones_like(values) if weights is None else np.asarray(weights, dtype=float)
     if window is None:
         window = min(max(len(values) // 20, 1), 50)
     if window <= 1 or len(values) < 2:
         return values.copy()
-    csum = np.concatenate([[0.0], np.cumsum(values)])
+    wsum = np.concatenate([[0.0], np.cumsum(weights)])
+    vsum = np.concatenate([[0.0], np.cumsum(weights * values)])
     idx = np.arange(1, len(values) + 1)
     lo = np.maximum(idx - window, 0)
-    return (csum[idx] - csum[lo]) / (idx - lo)
+    return (vsum[idx] - vsum[lo]) / (wsum[idx] - wsum[lo])
 
 
 def _colors(names: Sequence[str]) -> dict[str, Any]:
@@ -184,17 +80,19 @@ def _title(title: str | None, what: str) -> str:
 
 
 def _plot_loss(records, names, colors, out: Path, title) -> Path | None:
-    train, evals = series(records, "train", "loss"), series(records, "eval", "loss")
+    train = weighted_series(records, "train", "loss")
+    evals = series(records, "eval", "loss")
     if not train and not evals:
         return None
     fig = _new_figure()
     ax = fig.add_subplot()
     for name in names:
         if name in train:
-            x, y = train[name]
+            x, y, w = train[name]
             if len(y) > 1:
                 ax.plot(x, y, color=colors[name], alpha=0.2, linewidth=0.8)
-            ax.plot(x, smooth(y), color=colors[name], linewidth=1.8, label=f"{name} (train)")
+            ax.plot(x, smooth(y, weights=w), color=colors[name], linewidth=1.8,
+                    label=f"{name} (train)")
         if name in evals:
             x, y = evals[name]
             ax.plot(x, y, color=colors[name], linestyle="--", marker="o", markersize=3,
@@ -318,7 +216,7 @@ def plot_comparison(
         raise ValueError("runs is empty: nothing to compare")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    data = {run: series(_load(src), kind, metric) for run, src in runs.items()}
+    data = {run: weighted_series(_load(src), kind, metric) for run, src in runs.items()}
     names = list(dict.fromkeys(m for per_model in data.values() for m in per_model))
     if not names:
         raise ValueError(f"no {kind} values of {metric!r} in any run of {list(runs)}")
@@ -336,11 +234,11 @@ def plot_comparison(
         for run, per_model in data.items():
             if name not in per_model:
                 continue
-            x, y = per_model[name]
+            x, y, w = per_model[name]
             if kind == "train":
                 if len(y) > 1:
                     ax.plot(x, y, color=colors[run], alpha=0.2, linewidth=0.8)
-                ax.plot(x, smooth(y), color=colors[run], linewidth=1.6, label=run)
+                ax.plot(x, smooth(y, weights=w), color=colors[run], linewidth=1.6, label=run)
             else:
                 ax.plot(x, y, color=colors[run], marker="o", markersize=3, linewidth=1.4,
                         label=run)

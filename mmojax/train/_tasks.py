@@ -21,6 +21,8 @@ TASKS = ("synthetic", "sst2", "ner", "qa")
 MODEL_TASK = {"synthetic": "classification", "sst2": "classification",
               "ner": "token_classification", "qa": "qa"}
 MAIN_METRIC = {"synthetic": "accuracy", "sst2": "accuracy", "ner": "f1", "qa": "f1"}
+_DISPLAY_NAME = {"synthetic": "the synthetic sentiment set", "sst2": "SST-2",
+                 "ner": "CoNLL-2003", "qa": "SQuAD"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +37,7 @@ class TaskData:
       validation_raw: the raw validation split (gold tags / answers).
       tokenizer: the locally trained tokenizer.
       main_metric: the metric that "accuracy" means for this task.
+      label_names: the class (or tag) names, where the data has them.
     """
 
     name: str
@@ -45,6 +48,7 @@ class TaskData:
     validation_raw: Any
     tokenizer: Any
     main_metric: str
+    label_names: tuple[str, ...] = ()
 
     @property
     def max_length(self) -> int:
@@ -128,6 +132,8 @@ def prepare_task(
                     max_val)
     if holdout:
         raw = _holdout(raw, holdout, seed)
+    log.info("loaded %s: %d train / %d %s examples", _DISPLAY_NAME[task], len(raw.train),
+             len(raw.validation), "held-out" if holdout else "validation")
     if tokenizer_path is not None and os.path.exists(tokenizer_path):
         tokenizer = mdata.load_tokenizer(tokenizer_path)
     else:
@@ -149,7 +155,25 @@ def prepare_task(
         val = mdata.encode_qa(tokenizer, raw.validation, **kw)
         num_labels, val_raw = 2, raw.validation
     return TaskData(task, MODEL_TASK[task], num_labels, train, val, val_raw, tokenizer,
-                    MAIN_METRIC[task])
+                    MAIN_METRIC[task], tuple(getattr(raw, "label_names", ()) or ()))
+
+
+def majority_baseline(task: TaskData) -> tuple[float, str] | None:
+    """``(accuracy, label)`` of always predicting the validation split's most frequent class.
+
+    ``None`` for tasks without a single class per example (NER, QA).
+    """
+    if task.model_task != "classification":
+        return None
+    labels = np.asarray(task.validation_raw.labels)
+    if labels.size == 0:
+        return None
+    values, counts = np.unique(labels, return_counts=True)
+    best = int(np.argmax(counts))
+    label = str(values[best])
+    if 0 <= int(values[best]) < len(task.label_names):
+        label = str(task.label_names[int(values[best])])
+    return float(counts[best] / labels.size), label
 
 
 def loss_fn(model_task: str) -> Callable:
