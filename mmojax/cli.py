@@ -294,7 +294,8 @@ def _given(argv: Sequence[str]) -> dict[str, Any]:
     """The ``mmojax train`` options that ``argv`` (``["train", ...]``) sets explicitly."""
     train = _add_train_parser(argparse.ArgumentParser(prog="mmojax").add_subparsers())
     # No defaults: the namespace holds only what the command line gave.
-    train.set_defaults(**{a.dest: argparse.SUPPRESS for a in train._actions})  # noqa: SLF001
+    for action in train._actions:  # noqa: SLF001 - argparse has no public list of actions
+        action.default = argparse.SUPPRESS
     return vars(train.parse_args(list(argv)[1:]))
 
 

@@ -94,8 +94,9 @@ def test_resume_refuses_flags_it_cannot_apply(run_copy):
 
 @pytest.mark.slow
 def test_resume_applies_the_flags_it_documents(run_copy):
-    code, out, err = run_cli("--workdir", str(run_copy), "--resume", "--max-steps", "9",
-                             "--eval-every", "1", "--no-progress")
+    # 2 epochs are 8 updates: a third one extends the run, --max-steps stops it at 9
+    code, out, err = run_cli("--workdir", str(run_copy), "--resume", "--epochs", "3",
+                             "--max-steps", "9", "--eval-every", "1", "--no-progress")
     assert code == 0, err
     assert "mmojax: resumed from update 7" in err
     assert "9 optimizer updates" in out
@@ -103,7 +104,7 @@ def test_resume_applies_the_flags_it_documents(run_copy):
     records = _metrics.read_metrics(run_copy / "metrics.jsonl")
     assert [r["update"] for r in records if r["kind"] == "eval" and r["update"] > 7] == [8, 9]
     saved = json.loads((run_copy / "config.json").read_text())
-    assert saved["max_steps"] == 9 and saved["eval_every"] == 1
+    assert (saved["max_steps"], saved["eval_every"], saved["epochs"]) == (9, 1, 3)
 
 
 @pytest.mark.slow
@@ -206,13 +207,16 @@ def _check_resume_hint(workdir, err):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point,sig", [("startup", signal.SIGINT), ("mid-run", signal.SIGINT),
-                                       ("mid-run", signal.SIGTERM)])
+@pytest.mark.parametrize("point,sig", [("startup", signal.SIGINT), ("compiling", signal.SIGINT),
+                                       ("mid-run", signal.SIGINT), ("mid-run", signal.SIGTERM)])
 def test_signal_stops_saves_and_resumes(tmp_path, point, sig):
     workdir = tmp_path / "run"
     proc = _start(workdir)
     if point == "startup":  # the config is written: data ready, compiling or about to
         _wait(proc, lambda: (workdir / "config.json").exists())
+    elif point == "compiling":  # the checkpoint manager exists: the first step is compiling
+        _wait(proc, lambda: (workdir / "checkpoints").exists())
+        time.sleep(1.0)
     else:
         _wait(proc, lambda: _train_records(workdir) >= 3)
     code, _, err = _stop(proc, sig)
@@ -221,12 +225,16 @@ def test_signal_stops_saves_and_resumes(tmp_path, point, sig):
     update = _check_resume_hint(workdir, err)
     if point == "mid-run":
         assert update is not None and update >= 3
+    if point == "compiling":  # the first step finishes, is saved, and nothing runs after it
+        assert update == 0
     if update is None:
         return
     records = _metrics.read_metrics(workdir / "metrics.jsonl")
     assert records[-1]["event"] == "interrupted" and records[-1]["saved"]
-    # training did not go on after the signal
-    assert max(r["update"] for r in records if r["kind"] == "train") <= update
+    # training did not go on after the signal; what it did is recorded up to the stop
+    trains = [r for r in records if r["kind"] == "train"]
+    assert trains and trains[-1]["update"] == update
+    assert sum(r["micro_batches"] for r in trains) == trains[-1]["step"]
     if sig == signal.SIGINT:
         resumed = subprocess.run(
             [sys.executable, "-m", "mmojax.cli", "train", "--workdir", str(workdir),

@@ -252,7 +252,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
                 pending.append(step_metrics)
                 step += 1
                 progress.update(step // accum)
-                if len(pending) >= log_period or step == stop_at:
+                if len(pending) >= log_period or step == stop_at or stop.requested:
                     summary = _metrics.summarise(jax.device_get(pending))
                     metrics.write({"kind": "train", "step": step, "update": step // accum,
                                    "epoch": step / per_epoch, "time": elapsed(),
