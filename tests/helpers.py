@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import mmojax
-from mmojax import _tree
+from mmojax.optim import _tree
 
 # Three models; "a" has two attention leaves of one key (several members per
 # key in one model), "c" has a transposed ffn kernel that pools with nobody.

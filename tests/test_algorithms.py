@@ -46,7 +46,7 @@ def test_share_gradients_hand_computed_weights():
 @pytest.mark.parametrize("weights", [None, WEIGHTS])
 def test_sync_matches_algorithm_2(weights):
     params, updates = make_tree(2), make_tree(3)
-    tx = mmojax.sync_parameters(beta=0.1, every=1, model_weights=weights)
+    tx = mmojax.sync_parameters(optax.identity(), beta=0.1, sync_every=1, model_weights=weights)
     out, _ = jax.jit(tx.update)(updates, tx.init(params), params)
     new = optax.apply_updates(params, out)
     moved = jax.tree.map(lambda p, u: p + u, params, updates)
@@ -58,7 +58,7 @@ def test_sync_hand_traced_trajectory():
     # Two models, one shared leaf, constant updates, beta 0.5 every 2 updates.
     params = {"a": {"w": jnp.array([0.0])}, "b": {"w": jnp.array([10.0])}}
     updates = {"a": {"w": jnp.array([1.0])}, "b": {"w": jnp.array([-1.0])}}
-    tx = mmojax.sync_parameters(beta=0.5, every=2, model_weights={"a": 1.0, "b": 3.0})
+    tx = mmojax.sync_parameters(optax.identity(), beta=0.5, sync_every=2, model_weights={"a": 1.0, "b": 3.0})
     state = tx.init(params)
     step = jax.jit(tx.update)
     trajectory = []
@@ -78,7 +78,7 @@ def test_sync_hand_traced_trajectory():
 def test_sync_happens_on_updates_10_20():
     params = {"a": {"w": jnp.zeros(1)}, "b": {"w": jnp.ones(1)}}
     zero = jax.tree.map(jnp.zeros_like, params)
-    tx = mmojax.sync_parameters(beta=0.1, every=10)
+    tx = mmojax.sync_parameters(optax.identity(), beta=0.1, sync_every=10)
     state = tx.init(params)
     synced_at = []
     for t in range(1, 21):
@@ -92,8 +92,9 @@ def test_sync_happens_on_updates_10_20():
 def test_convergence_matches_algorithm_3():
     models = ["a", "b"]
     window, every = 5, 3
-    tx = mmojax.scale_by_convergence(window=window, update_every=every, ema=0.9,
-                                     min_scale=0.5, max_scale=1.5)
+    tx = mmojax.scale_by_convergence(window, convergence_update_every=every,
+                                     convergence_ema=0.9, min_convergence_scale=0.5,
+                                     max_convergence_scale=1.5)
     g = {"a": {"w": jnp.ones(2)}, "b": {"w": jnp.ones(2)}}
     state = tx.init(g)
     step = jax.jit(tx.update)
@@ -150,7 +151,7 @@ def test_full_optimizer_matches_reference(accumulate):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_weighted_sum_both_paths_match_numpy(n, dtype):
     # Below STACK_FROM members the pool is a sum of terms, from it a contraction.
-    from mmojax import _pool
+    from mmojax.optim import _pool
 
     rng = np.random.default_rng(n)
     xs = [rng.normal(size=(3, 5)).astype(np.float32) for _ in range(n)]

@@ -5,6 +5,7 @@ import logging
 
 import jax
 import jax.numpy as jnp
+import optax
 import numpy as np
 import pytest
 from transformers import BertConfig, FlaxBertModel, FlaxGPT2Model, FlaxRobertaModel, GPT2Config
@@ -14,7 +15,7 @@ from transformers.models.gpt2.modeling_flax_gpt2 import FlaxGPT2Block
 
 import mmojax
 import mmojax.models
-from mmojax import _views
+from mmojax.optim import _pool, _views
 
 H = 8
 
@@ -175,15 +176,15 @@ def test_views_compute_x_at_w_plus_b_in_the_hf_modules():
 
 def test_depth_pairing():
     # 2 vs 3 layers: slots at 1/4, 3/4; layers at 1/6, 1/2, 5/6 -> 0 <-> 0, 1 <-> 2.
-    assert mmojax.depth_pairing(3, 2) == {0: 0, 2: 1}
-    assert mmojax.depth_pairing(2, 2) == {0: 0, 1: 1}
-    assert mmojax.depth_pairing(5, 1) == {2: 0}
-    assert mmojax.depth_pairing(4, 2) == {0: 0, 2: 1}  # exact ties go to the shallower layer
-    assert mmojax.depth_pairing(12, 6) == {2 * j: j for j in range(6)}
-    assert mmojax.depth_pairing(6, 4) == {0: 0, 2: 1, 3: 2, 5: 3}
+    assert mmojax.depth_pairing(3, grid=2) == {0: 0, 2: 1}
+    assert mmojax.depth_pairing(2, grid=2) == {0: 0, 1: 1}
+    assert mmojax.depth_pairing(5, grid=1) == {2: 0}
+    assert mmojax.depth_pairing(4, grid=2) == {0: 0, 2: 1}  # exact ties go to the shallower layer
+    assert mmojax.depth_pairing(12, grid=6) == {2 * j: j for j in range(6)}
+    assert mmojax.depth_pairing(6, grid=4) == {0: 0, 2: 1, 3: 2, 5: 3}
     for depth in range(1, 13):
         for grid in range(1, depth + 1):
-            pairs = mmojax.depth_pairing(depth, grid)
+            pairs = mmojax.depth_pairing(depth, grid=grid)
             assert sorted(pairs.values()) == list(range(grid))  # every slot, distinct layers
             assert list(pairs) == sorted(pairs)                 # monotone in depth
 
@@ -216,7 +217,7 @@ def test_role_groups_never_mix_kinds_or_pool_a_model_with_itself(bare_shapes, gr
             assert len({m.model for m in group.members}) == len(group.members)
     weights = {m: 1 / 3 for m in plan.models}
     for group in plan.shared_groups:
-        recipe = mmojax._pool.pool_recipe(group, weights)
+        recipe = _pool.pool_recipe(group, weights)
         for p, member in enumerate(group.members):
             pooled = set(recipe.buffers[recipe.reads[p]])
             if recipe.adds_self[p]:
@@ -301,7 +302,7 @@ def test_custom_rules_first_match_wins():
         mmojax.AlignRule(r"norm", "norm.attn", kind="scale"),
         mmojax.AlignRule(r".*", "never.reached"),
     )
-    alignment = mmojax.align_parameters(params, rules)
+    alignment = mmojax.align_parameters(params, rules=rules)
     got = [(v.name, v.role, v.kind, v.shape, v.layer, v.num_layers) for v in alignment.views]
     assert got == [
         ("x/blocks/0/norm", "norm.attn", "scale", (4,), None, None),  # no `layer` group
@@ -334,7 +335,7 @@ def test_bad_alignment_settings():
     with pytest.raises(ValueError, match="grouping must be one of"):
         mmojax.share_gradients(grouping="layer")
     with pytest.raises(ValueError, match="grouping must be one of"):
-        mmojax.sync_parameters(grouping="")
+        mmojax.sync_parameters(optax.identity(), grouping="")
     with pytest.raises(ValueError, match="grouping must be one of"):
         mmojax.multi_model_optimizer(grouping="roles")
     with pytest.raises(ValueError, match="grouping must be one of"):
@@ -342,7 +343,7 @@ def test_bad_alignment_settings():
     with pytest.raises(TypeError, match="sequence of AlignRule"):
         mmojax.share_gradients(align_rules=mmojax.AlignRule("x", "r"))
     with pytest.raises(TypeError, match="align rule 0"):
-        mmojax.sync_parameters(align_rules=[("x", "r")])
+        mmojax.sync_parameters(optax.identity(), align_rules=[("x", "r")])
     with pytest.raises(ValueError, match="invalid regex"):
         mmojax.AlignRule("(", "r")
     with pytest.raises(TypeError, match="role"):

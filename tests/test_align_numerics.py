@@ -9,7 +9,7 @@ import pytest
 import mmojax
 import reference
 from helpers import assert_close_flat, to_flat_np
-from mmojax import _plan, _pool
+from mmojax.optim import _plan, _pool
 from test_align import H, hf_bare_shapes
 
 # ---------------------------------------------------------------------------
@@ -116,13 +116,13 @@ def test_share_matches_reference(grouping, reduction, weights):
 @pytest.mark.parametrize("grouping", ["role", "role_depth"])
 def test_sync_is_the_formula_on_the_views(grouping):
     params, updates = random_tree(2), random_tree(3)
-    tx = mmojax.sync_parameters(beta=0.3, every=1, model_weights=WEIGHTS_3, grouping=grouping)
+    tx = mmojax.sync_parameters(optax.identity(), beta=0.3, sync_every=1, model_weights=WEIGHTS_3, grouping=grouping)
     out, _ = jax.jit(tx.update)(updates, tx.init(params), params)
     new = optax.apply_updates(params, out)
     moved = to_flat_np(jax.tree.map(lambda p, u: p + u, params, updates))
     assert_close_flat(new, ref_mix(moved, WEIGHTS_3, 0.3, grouping))
     # Off-sync updates pass through bit for bit, views and all.
-    tx = mmojax.sync_parameters(beta=0.3, every=2, grouping=grouping)
+    tx = mmojax.sync_parameters(optax.identity(), beta=0.3, sync_every=2, grouping=grouping)
     out, _ = jax.jit(tx.update)(updates, tx.init(params), params)
     for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(updates), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -275,7 +275,7 @@ def _primitives(jaxpr):
 def test_views_are_static_slices(grouping):
     params, grads = random_tree(5), random_tree(6)
     share = mmojax.share_gradients(alpha=0.2, grouping=grouping)
-    sync = mmojax.sync_parameters(beta=0.2, every=1, grouping=grouping)
+    sync = mmojax.sync_parameters(optax.identity(), beta=0.2, sync_every=1, grouping=grouping)
     for tx, args in ((share, (grads, share.init(params))),
                      (sync, (grads, sync.init(params), params))):
         prims = _primitives(jax.make_jaxpr(lambda *a, tx=tx: tx.update(*a)[0])(*args).jaxpr)
@@ -303,8 +303,8 @@ def test_multi_model_optimizer_uses_the_grouping(grouping):
     ours = train(mmojax.multi_model_optimizer(
         learning_rate=1e-2, warmup_steps=0, alpha=0.3, beta=0.2, sync_every=2, adaptive=False,
         weight_decay=0.0, grouping=grouping))
-    chain = train(optax.chain(
+    chain = train(mmojax.sync_parameters(optax.chain(
         mmojax.share_gradients(0.3, grouping=grouping), optax.scale_by_adam(),
-        optax.scale(-1e-2), mmojax.sync_parameters(0.2, 2, grouping=grouping)))
+        optax.scale(-1e-2)), beta=0.2, sync_every=2, grouping=grouping))
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(chain), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

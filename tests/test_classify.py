@@ -7,7 +7,7 @@ from transformers import BertConfig, FlaxBertModel, FlaxGPT2Model, FlaxRobertaMo
 from transformers import RobertaConfig
 
 import mmojax
-from mmojax import _tree
+from mmojax.optim import _tree
 
 
 @pytest.fixture(scope="module")

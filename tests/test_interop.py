@@ -28,13 +28,14 @@ ROLE_DEPTH = {"grouping": "role_depth", "align_rules": TOY_RULES}
 FACTORIES = {
     "share_gradients": lambda: mmojax.share_gradients(alpha=0.3),
     "share_gradients_sum": lambda: mmojax.share_gradients(alpha=0.3, reduction="sum"),
-    "sync_parameters": lambda: mmojax.sync_parameters(beta=0.2, every=1),
-    "scale_by_convergence": lambda: mmojax.scale_by_convergence(window=2, update_every=1),
+    "sync_parameters": lambda: mmojax.sync_parameters(optax.identity(), beta=0.2, sync_every=1),
+    "scale_by_convergence": lambda: mmojax.scale_by_convergence(2, convergence_update_every=1),
     "scale_by_model_learning_rate": lambda: mmojax.scale_by_model_learning_rate(
-        1e-2, {"a": 1.0, "b": 2.0, "c": 1.0}),
+        1e-2, model_weights={"a": 1.0, "b": 2.0, "c": 1.0}),
     "clip_by_model_global_norm": lambda: mmojax.clip_by_model_global_norm(0.5),
     "accumulate_gradients": lambda: mmojax.accumulate_gradients(
-        mmojax.scale_by_convergence(window=2, update_every=1), 2),
+        mmojax.scale_by_convergence(2, convergence_update_every=1),
+        gradient_accumulation_steps=2),
     "multi_model_optimizer": lambda: mmojax.multi_model_optimizer(
         learning_rate=1e-2, warmup_steps=2, sync_every=2, convergence_window=2,
         convergence_update_every=1, clip_norm=1.0),
@@ -44,8 +45,8 @@ FACTORIES = {
     "share_gradients_role": lambda: mmojax.share_gradients(alpha=0.3, **ROLE),
     "share_gradients_role_depth_sum": lambda: mmojax.share_gradients(
         alpha=0.3, reduction="sum", **ROLE_DEPTH),
-    "sync_parameters_role": lambda: mmojax.sync_parameters(beta=0.2, every=1, **ROLE),
-    "sync_parameters_role_depth": lambda: mmojax.sync_parameters(beta=0.2, every=2, **ROLE_DEPTH),
+    "sync_parameters_role": lambda: mmojax.sync_parameters(optax.identity(), beta=0.2, sync_every=1, **ROLE),
+    "sync_parameters_role_depth": lambda: mmojax.sync_parameters(optax.identity(), beta=0.2, sync_every=2, **ROLE_DEPTH),
     "multi_model_optimizer_role": lambda: mmojax.multi_model_optimizer(
         learning_rate=1e-2, warmup_steps=2, sync_every=2, convergence_window=2,
         convergence_update_every=1, clip_norm=1.0, **ROLE),

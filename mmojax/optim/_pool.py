@@ -1,90 +1,19 @@
-"""Model weights and the weighted pooling shared by gradient sharing and sync."""
+"""The weighted pooling shared by gradient sharing and sync.
+
+Weights may be Python floats (the pools are specialised to them) or traced
+float32 scalars (``optax.inject_hyperparams``, a weight that changes without
+recompiling); see :mod:`mmojax.optim._weights`.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from mmojax import _plan, _views
-
-
-def check_weight_values(model_weights: Mapping[str, float] | None) -> None:
-    """Eagerly validates ``{model_name: weight}`` (names are checked at init)."""
-    if model_weights is None:
-        return
-    if not isinstance(model_weights, Mapping):
-        raise TypeError(
-            f"model_weights must be a mapping {{model_name: weight}}, got "
-            f"{type(model_weights).__name__}"
-        )
-    for name, weight in model_weights.items():
-        if not isinstance(name, str):
-            raise TypeError(f"model_weights keys must be model names (str), got {name!r}")
-        try:
-            value = float(weight)
-        except (TypeError, ValueError):
-            raise TypeError(f"model weight of {name!r} must be a number, got {weight!r}") from None
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(
-                f"model weight of {name!r} must be finite and >= 0, got {weight!r}"
-            )
-    if model_weights and sum(float(w) for w in model_weights.values()) <= 0:
-        raise ValueError(f"model_weights must not all be zero, got {dict(model_weights)}")
-
-
-def normalized_weights(
-    model_weights: Mapping[str, float] | None, models: Sequence[str]
-) -> dict[str, float]:
-    """Weights normalised to sum to 1 over ``models`` (default: equal).
-
-    Models missing from ``model_weights`` get weight 1.0 before normalising.
-
-    Raises:
-      ValueError: if ``model_weights`` names a model that is not in ``models``.
-    """
-    check_weight_values(model_weights)
-    model_weights = dict(model_weights or {})
-    unknown = sorted(set(model_weights) - set(models))
-    if unknown:
-        raise ValueError(
-            f"model_weights names unknown models {unknown}; the parameter tree has "
-            f"{list(models)}"
-        )
-    raw = {m: float(model_weights.get(m, 1.0)) for m in models}
-    total = sum(raw.values())
-    if total <= 0:
-        raise ValueError(f"model weights of {list(models)} sum to zero")
-    return {m: raw[m] / total for m in models}
-
-
-def check_unit_interval(name: str, value: float) -> None:
-    """Raises ``ValueError`` unless ``0 <= value <= 1``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number in [0, 1], got {value!r}")
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-
-
-def group_pool(xs: Sequence[Any], ws: Sequence[float], reduction: str = "mean"):
-    r"""The weighted pool of one group's members, in at least float32.
-
-    .. math::
-      P = \sum_j w_j x_j \quad (\text{sum}), \qquad
-      P = \sum_j w_j x_j / \sum_j w_j \quad (\text{mean}).
-
-    One buffer per group (the sum is accumulated in place by XLA), never one per
-    member.
-    """
-    acc_dtype = jnp.result_type(*(x.dtype for x in xs), jnp.float32)
-    pool = sum(w * x.astype(acc_dtype) for w, x in zip(ws, xs))
-    if reduction == "mean":
-        total = sum(ws)
-        pool = pool / total if total > 0 else jnp.zeros_like(pool)
-    return pool
+from mmojax.optim import _plan, _views, _weights
 
 
 class PoolRecipe(NamedTuple):
@@ -147,7 +76,7 @@ def _weighted_sum(xs: Sequence[Any], ws: Sequence[float], dtype) -> jax.Array:
     if len(xs) < STACK_FROM:
         return sum(w * x.astype(dtype) for w, x in zip(ws, xs))
     stacked = jnp.stack([x.astype(dtype) for x in xs])
-    return jnp.tensordot(jnp.asarray(ws, dtype), stacked, axes=1,
+    return jnp.tensordot(jnp.stack([jnp.asarray(w, dtype) for w in ws]), stacked, axes=1,
                          precision=jax.lax.Precision.HIGHEST)
 
 
@@ -158,16 +87,15 @@ def member_pool(buffers: Sequence[Any], recipe: PoolRecipe, p: int, x: Any, w: f
     if recipe.adds_self[p]:
         pool = pool + w * x.astype(pool.dtype)
     if reduction == "mean":
-        total = recipe.totals[p]
-        pool = pool / total if total > 0 else jnp.zeros_like(pool)
+        pool = _weights.safe_divide(pool, recipe.totals[p])
     return pool
 
 
 def mix_groups(
     flat: list[Any],
     plan: _plan.SharingPlan,
-    weights: Mapping[str, float],
-    coef: float,
+    weights: Mapping[str, Any],
+    coef: Any,
     reduction: str = "mean",
 ) -> list[Any]:
     r"""Mixes each shared group's members towards their weighted pool.
@@ -206,3 +134,4 @@ def mix_groups(
     for index, leaf_parts in parts.items():
         out[index] = _views.scatter(flat[index], leaf_parts)
     return out
+

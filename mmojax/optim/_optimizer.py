@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
-from mmojax import _accumulate, _align, _convergence, _pool, _schedule, _sharing, _sync
+from mmojax.optim import (
+    _accumulate,
+    _align,
+    _clip,
+    _convergence,
+    _schedule,
+    _sharing,
+    _sync,
+    _weights,
+)
 
 
 class MultiModelOptimizerState(NamedTuple):
-    """State of :func:`multi_model_optimizer`, one field per stage.
+    """State of the stages of :func:`multi_model_optimizer`, one field per stage.
 
-    A disabled stage holds ``optax.EmptyState()``.
+    The whole optimizer state is this tuple inside the sync wrapper's
+    :class:`SyncState` (``inner_state``), inside :class:`AccumulateState` when
+    gradients are accumulated. A disabled stage holds ``optax.EmptyState()``.
     """
 
     clip: Any
@@ -24,53 +35,42 @@ class MultiModelOptimizerState(NamedTuple):
     weight_decay: Any
     convergence: Any
     learning_rate: Any
-    sync: Any
+    keep_non_float: Any
 
 
-def _stages(stages: dict[str, optax.GradientTransformation],
-            sync: tuple[int, Callable[[Any, Any], Any]] | None = None):
-    """Chains ``stages`` in order, keeping each stage's state in a named field.
-
-    With ``sync = (every, synced)`` the ``"sync"`` stage is not run as a
-    transformation: one ``lax.cond`` around the whole update picks, every
-    ``every``-th update, the pipeline followed by ``synced(updates, params)``,
-    and otherwise the plain pipeline, so off-sync updates cost what the
-    pipeline alone costs (a ``cond`` inside the sync stage would have to
-    materialise and pass through the updates).
-    """
+def _named_chain(stages: dict[str, optax.GradientTransformation]):
+    """``optax.chain`` of ``stages``, keeping each stage's state in a named field."""
     stages = {k: optax.with_extra_args_support(t) for k, t in stages.items()}
 
     def init_fn(params):
         return MultiModelOptimizerState(**{k: t.init(params) for k, t in stages.items()})
 
-    def run(updates, state, params, extra_args, do_sync):
+    def update_fn(updates, state, params=None, **extra_args):
         new_state = {}
         for name, stage in stages.items():
-            if sync is not None and name == "sync":
-                new_state[name] = _sync.SyncState(optax.safe_increment(state.sync.count))
-                if do_sync:
-                    updates = sync[1](updates, params)
-                continue
-            updates, new_state[name] = stage.update(
-                updates, getattr(state, name), params, **extra_args)
+            updates, new_state[name] = stage.update(updates, getattr(state, name), params,
+                                                    **extra_args)
         return updates, MultiModelOptimizerState(**new_state)
-
-    def update_fn(updates, state, params=None, **extra_args):
-        if sync is None:
-            return run(updates, state, params, extra_args, False)
-        if params is None:
-            raise ValueError("multi_model_optimizer needs params: call "
-                             "update(updates, state, params)")
-        is_sync = optax.safe_increment(state.sync.count) % sync[0] == 0
-        return jax.lax.cond(is_sync,
-                            lambda: run(updates, state, params, extra_args, True),
-                            lambda: run(updates, state, params, extra_args, False))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _keep_non_float() -> optax.GradientTransformation:
+    """Zero updates for leaves that are not floating point (integer counters stay as they are)."""
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            return updates, state
+        return jax.tree.map(
+            lambda u, p: u if jnp.issubdtype(jnp.result_type(p), jnp.inexact)
+            else jnp.zeros(jnp.shape(p), jnp.result_type(p)), updates, params), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
 def multi_model_optimizer(
-    learning_rate: float | Callable[[jax.Array], jax.Array] = 3e-5,
+    learning_rate: float | jax.Array | Callable[[jax.Array], jax.Array] = 3e-5,
+    *,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
@@ -92,8 +92,8 @@ def multi_model_optimizer(
     convergence_window: int = 100,
     convergence_update_every: int = 50,
     convergence_ema: float = 0.9,
-    min_conv_scale: float = 0.5,
-    max_conv_scale: float = 1.5,
+    min_convergence_scale: float = 0.5,
+    max_convergence_scale: float = 1.5,
     weight_decay_mask: Any = None,
     mu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -115,12 +115,21 @@ def multi_model_optimizer(
        warmup/cosine decay from :func:`warmup_cosine_schedule` and
        :math:`f_{\text{conv}}` from :func:`scale_by_convergence`;
     5. parameter synchronisation (:func:`sync_parameters`, ``beta`` every
-       ``sync_every`` updates), last;
+       ``sync_every`` updates), which wraps stages 1-4;
 
     all wrapped by :func:`accumulate_gradients` when
     ``gradient_accumulation_steps > 1`` (the estimator then sees the mean loss
     of the accumulated micro-batches). Counts (warmup, sync, estimator) are in
-    optimizer updates, not micro-batches.
+    optimizer updates, not micro-batches. Leaves that are not floating point
+    (integer counters) get zero updates and never share.
+
+    Every hyperparameter that only enters arithmetic (``learning_rate``,
+    ``b1``, ``b2``, ``eps``, ``weight_decay``, ``model_weights``, ``alpha``,
+    ``beta``, ``sync_every``, ``warmup_steps``, ``total_steps``,
+    ``min_lr_ratio``, ``clip_norm``, the convergence EMA and scales) may be
+    a scalar array, so ``optax.inject_hyperparams(multi_model_optimizer,
+    static_args=("gradient_accumulation_steps", "convergence_window",
+    "convergence_update_every"))`` works and a new value never recompiles.
 
     With ``alpha=0``, ``beta=0`` (or ``sync_every=0``), ``adaptive=False`` and
     equal weights this is ``optax.adamw`` with the same schedule.
@@ -151,7 +160,8 @@ def multi_model_optimizer(
       align_rules: the :class:`AlignRule` s of the role groupings (``None``:
         :data:`DEFAULT_ALIGN_RULES`).
       convergence_window, convergence_update_every, convergence_ema,
-      min_conv_scale, max_conv_scale: :func:`scale_by_convergence` settings.
+      min_convergence_scale, max_convergence_scale: :func:`scale_by_convergence`
+      settings.
       weight_decay_mask: as in ``optax.adamw``.
       mu_dtype: as in ``optax.adamw``.
 
@@ -171,40 +181,39 @@ def multi_model_optimizer(
       >>> {m: round(float(r), 4) for m, r in learning_rates(state).items()}
       {'a': 0.01, 'b': 0.01}
     """
-    _pool.check_unit_interval("alpha", alpha)
-    _pool.check_unit_interval("beta", beta)
-    _pool.check_weight_values(model_weights)
+    _weights.check_unit_interval("alpha", alpha)
+    _weights.check_unit_interval("beta", beta)
+    _weights.check_model_weights(model_weights)
     if not isinstance(adaptive, bool):
         raise TypeError(f"adaptive must be a bool, got {adaptive!r}")
     schedule = (
         learning_rate
         if callable(learning_rate)
-        else _schedule.warmup_cosine_schedule(learning_rate, warmup_steps, total_steps,
-                                              min_lr_ratio)
+        else _schedule.warmup_cosine_schedule(learning_rate, warmup_steps=warmup_steps,
+                                              total_steps=total_steps, min_lr_ratio=min_lr_ratio)
     )
     off = optax.identity()
-    # Validated even when disabled, so a bad `sync_every` is reported.
-    sync = _sync.sync_parameters(beta, sync_every, model_weights, labels, grouping, align_rules)
     stages = {
-        "clip": off if clip_norm is None else _accumulate.clip_by_model_global_norm(clip_norm),
-        "share": _sharing.share_gradients(alpha, model_weights, labels, reduction, grouping,
-                                          align_rules),
+        "clip": off if clip_norm is None else _clip.clip_by_model_global_norm(clip_norm),
+        "share": _sharing.share_gradients(alpha, model_weights=model_weights, labels=labels,
+                                          reduction=reduction, grouping=grouping,
+                                          align_rules=align_rules),
         "adam": optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype),
-        "weight_decay": (optax.add_decayed_weights(weight_decay, weight_decay_mask)
-                         if weight_decay else off),
+        "weight_decay": (off if _weights.is_static_zero(weight_decay)
+                         else optax.add_decayed_weights(weight_decay, weight_decay_mask)),
         "convergence": _convergence.scale_by_convergence(
-            convergence_window, convergence_update_every, convergence_ema,
-            min_conv_scale, max_conv_scale) if adaptive else off,
-        "learning_rate": _schedule.scale_by_model_learning_rate(schedule, model_weights),
-        "sync": sync if beta > 0 and sync_every > 0 else off,
+            convergence_window, convergence_update_every=convergence_update_every,
+            convergence_ema=convergence_ema, min_convergence_scale=min_convergence_scale,
+            max_convergence_scale=max_convergence_scale) if adaptive else off,
+        "learning_rate": _schedule.scale_by_model_learning_rate(schedule,
+                                                                model_weights=model_weights),
+        "keep_non_float": _keep_non_float(),
     }
-    fused_sync = None
-    if beta > 0 and sync_every > 0:
-        fused_sync = (sync_every, functools.partial(
-            _sync.synced_updates, beta=beta, model_weights=model_weights, labels=labels,
-            grouping=grouping, align_rules=align_rules))
-    return _accumulate.accumulate_gradients(_stages(stages, fused_sync),
-                                            gradient_accumulation_steps)
+    synced = _sync.sync_parameters(
+        _named_chain(stages), beta=beta, sync_every=sync_every, model_weights=model_weights,
+        labels=labels, grouping=grouping, align_rules=align_rules)
+    return _accumulate.accumulate_gradients(
+        synced, gradient_accumulation_steps=gradient_accumulation_steps)
 
 
 def _find_states(opt_state: Any, cls: type) -> list[Any]:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 
-from mmojax import _tree
+from mmojax.optim import _tree
 
 PARAM_TYPES = ("attention", "ffn", "embedding", "norm", "head", "other")
 
@@ -81,24 +81,7 @@ def compile_rules(rules: Rules | None) -> tuple[tuple[re.Pattern[str], str], ...
     return tuple(compiled)
 
 
-def classify_path(path: str, rules: Rules | None = None) -> str:
-    """Returns the type of the leaf at ``path`` ("/"-joined, without the model name).
-
-    Examples:
-      >>> classify_path("encoder/layer/0/attention/self/query/kernel")
-      'attention'
-      >>> classify_path("h/0/mlp/c_fc/kernel")
-      'ffn'
-      >>> classify_path("encoder/layer/0/attention/output/LayerNorm/scale")
-      'norm'
-    """
-    for pattern, kind in compile_rules(rules):
-        if pattern.search(path):
-            return kind
-    return "other"
-
-
-def classify_parameters(params: Any, rules: Rules | None = None) -> Any:
+def classify_parameters(params: Any, *, rules: Rules | None = None) -> Any:
     """Labels every leaf of a multi-model tree with its :class:`ParamKey`.
 
     Args:
@@ -158,5 +141,3 @@ def resolve_labels(params: Any, labels: LabelSpec) -> list[Any]:
             raise TypeError(f"labels must be hashable, got {type(leaf).__name__}") from None
     return flat
 
-
-LabelFn = Callable[[Any], Any]

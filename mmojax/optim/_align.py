@@ -23,8 +23,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from mmojax import _tree
-from mmojax._views import IndexMap
+from mmojax.optim import _tree
+from mmojax.optim._views import IndexMap
 
 # The leaf's last path component gives its kind unless a rule says otherwise.
 LEAF_KINDS = {"kernel": "kernel", "bias": "bias", "scale": "scale", "embedding": "embedding"}
@@ -246,7 +246,7 @@ def _leaf_views(rule: AlignRule, shape: tuple[int, ...], name: str) -> list[tupl
     return [(rule.role, IndexMap(transpose=transpose))]
 
 
-def align_parameters(params: Any, rules: Sequence[AlignRule] | None = None) -> Alignment:
+def align_parameters(params: Any, *, rules: Sequence[AlignRule] | None = None) -> Alignment:
     r"""The canonical views of every leaf of a multi-model tree.
 
     Args:

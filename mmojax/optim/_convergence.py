@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -10,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mmojax import _tree
+from mmojax.optim import _tree, _weights
 
 
 class ConvergenceState(NamedTuple):
@@ -32,12 +31,6 @@ class ConvergenceState(NamedTuple):
     scales: dict[str, jax.Array]
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def ring_slope(buffer: jax.Array, num: jax.Array) -> jax.Array:
     r"""Least-squares slope of a full ring buffer read in chronological order.
 
@@ -54,33 +47,38 @@ def ring_slope(buffer: jax.Array, num: jax.Array) -> jax.Array:
 
 
 def scale_by_convergence(
-    window: int = 100,
-    update_every: int = 50,
-    ema: float = 0.9,
-    min_scale: float = 0.5,
-    max_scale: float = 1.5,
+    convergence_window: int = 100,
+    *,
+    convergence_update_every: int = 50,
+    convergence_ema: float = 0.9,
+    min_convergence_scale: float = 0.5,
+    max_convergence_scale: float = 1.5,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scales each model's updates by ``f_conv(i)`` from its loss trend (Algorithm 3).
 
     Each update records ``losses[i]`` (non-finite losses are not recorded). Every
-    ``update_every`` updates, for each model with at least ``window`` recorded
-    losses, fit the least-squares slope :math:`s` of the last ``window`` and set
+    ``convergence_update_every`` updates, for each model with at least
+    ``convergence_window`` recorded losses, fit the least-squares slope
+    :math:`s` of the last ``convergence_window`` and set
 
     .. math::
-      r_i \leftarrow \text{ema}\, r_i + (1 - \text{ema}) \frac{1}{1 + |s|},
-      \qquad f_{\text{conv}}(i) = \text{clip}(1 / r_i, \text{min\_scale}, \text{max\_scale}),
+      r_i \leftarrow e\, r_i + (1 - e) \frac{1}{1 + |s|},
+      \qquad f_{\text{conv}}(i) = \text{clip}(1 / r_i, s_{\min}, s_{\max}),
 
     with :math:`r_i = 1` at start. Since :math:`1/(1+|s|) \le 1`, :math:`r_i \le 1`
     and :math:`f_{\text{conv}} \ge 1`: as the paper defines it, the factor only
-    ever *raises* the step of a model whose loss moves fast, and ``min_scale``
-    binds only if set above 1.
+    ever *raises* the step of a model whose loss moves fast, and
+    ``min_convergence_scale`` binds only if set above 1.
 
     Args:
-      window: losses in the slope fit (>= 2).
-      update_every: re-estimate every this many updates (>= 1).
-      ema: the moving-average coefficient, in [0, 1] (the paper: 0.9).
-      min_scale: lower clip of ``f_conv`` (> 0).
-      max_scale: upper clip of ``f_conv`` (>= ``min_scale``).
+      convergence_window: losses in the slope fit (>= 2; static: the ring
+        buffer's size).
+      convergence_update_every: re-estimate every this many updates (>= 1).
+      convergence_ema: the moving-average coefficient :math:`e`, in [0, 1]
+        (the paper: 0.9).
+      min_convergence_scale: lower clip :math:`s_{\min}` of ``f_conv`` (> 0).
+      max_convergence_scale: upper clip :math:`s_{\max}` of ``f_conv``
+        (>= ``min_convergence_scale``).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes
@@ -89,21 +87,25 @@ def scale_by_convergence(
     Examples:
       >>> import jax.numpy as jnp
       >>> g = {"a": {"w": jnp.ones(2)}}
-      >>> tx = scale_by_convergence(window=2, update_every=1, ema=0.0, max_scale=10.0)
+      >>> tx = scale_by_convergence(2, convergence_update_every=1, convergence_ema=0.0,
+      ...                           max_convergence_scale=10.0)
       >>> state = tx.init(g)
       >>> _, state = tx.update(g, state, losses={"a": 5.0})
       >>> out, state = tx.update(g, state, losses={"a": 2.0})  # slope -3 -> r = 1/4
       >>> out["a"]["w"].tolist()
       [4.0, 4.0]
     """
-    window = _check_int("window", window, 2)
-    update_every = _check_int("update_every", update_every, 1)
-    if not 0.0 <= float(ema) <= 1.0:
-        raise ValueError(f"ema must be in [0, 1], got {ema}")
-    if not float(min_scale) > 0:
-        raise ValueError(f"min_scale must be > 0, got {min_scale}")
-    if not float(max_scale) >= float(min_scale):
-        raise ValueError(f"max_scale must be >= min_scale, got {max_scale} < {min_scale}")
+    window = _weights.static_int("convergence_window", convergence_window, 2)
+    update_every = _weights.static_int("convergence_update_every", convergence_update_every, 1)
+    _weights.check_unit_interval("convergence_ema", convergence_ema)
+    ema, min_scale, max_scale = convergence_ema, min_convergence_scale, max_convergence_scale
+    low = _weights.concrete_scalar("min_convergence_scale", min_scale)
+    high = _weights.concrete_scalar("max_convergence_scale", max_scale)
+    if low is not None and not low > 0:
+        raise ValueError(f"min_convergence_scale must be > 0, got {min_scale}")
+    if low is not None and high is not None and not high >= low:
+        raise ValueError(f"max_convergence_scale must be >= min_convergence_scale, got "
+                         f"{max_scale} < {min_scale}")
 
     def init_fn(params):
         models = _tree.check_multi_model_tree(params)

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from mmojax import _align, _plan, _pool
+from mmojax.optim import _align, _plan, _pool, _weights
 
 REDUCTIONS = ("mean", "sum")
 
@@ -18,7 +18,8 @@ class ShareGradientsState(NamedTuple):
 
 
 def share_gradients(
-    alpha: float = 0.2,
+    alpha: float | jax.Array = 0.2,
+    *,
     model_weights: Mapping[str, float] | None = None,
     labels: Any = None,
     reduction: str = "mean",
@@ -48,10 +49,15 @@ def share_gradients(
     members in a single model are left untouched, so one model alone is an
     identity.
 
+    Leaves that are not floating point never pool.
+
     Args:
-      alpha: mixing coefficient in [0, 1] (the paper: 0.2). 0 is the identity.
-      model_weights: ``{model_name: weight}``, default all 1.0; normalised to
-        sum to 1 over the models of the tree.
+      alpha: mixing coefficient in [0, 1] (the paper: 0.2); a float or a scalar
+        array (traced ones too: ``optax.inject_hyperparams(share_gradients)``
+        holds it in the state, and a new value does not recompile). A Python
+        0 is the identity at no cost.
+      model_weights: ``{model_name: weight}`` (floats or scalar arrays),
+        default all 1.0; normalised to sum to 1 over the models of the tree.
       labels: ``None`` (``classify_parameters``), a label tree or a callable
         ``params -> label tree``; leaves sharing ``(label, shape)`` pool
         (under the role groupings: only the leaves no alignment rule matches).
@@ -70,11 +76,16 @@ def share_gradients(
       >>> shared, _ = tx.update(grads, tx.init(grads))
       >>> shared["a"]["mlp"].tolist(), shared["b"]["mlp"].tolist()
       ([1.5, 1.5], [2.5, 2.5])
+      >>> import optax  # alpha in the state: changing it does not recompile
+      >>> tx = optax.inject_hyperparams(share_gradients)(alpha=0.5)
+      >>> shared, _ = tx.update(grads, tx.init(grads))
+      >>> shared["b"]["mlp"].tolist()
+      [2.5, 2.5]
     """
-    _pool.check_unit_interval("alpha", alpha)
+    _weights.check_unit_interval("alpha", alpha)
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    _pool.check_weight_values(model_weights)
+    _weights.check_model_weights(model_weights)
     _plan.check_grouping(grouping)
     align_rules = _align.check_rules(align_rules)
 
@@ -84,12 +95,12 @@ def share_gradients(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        if alpha == 0:
+        if _weights.is_static_zero(alpha):
             return updates, state
-        plan = _plan.make_plan(updates, labels, grouping, align_rules, warn=False)
+        plan = _plan.cached_plan(updates, labels, grouping, align_rules)
         if not plan.shared_groups:
             return updates, state
-        weights = _pool.normalized_weights(model_weights, plan.models)
+        weights = _weights.normalized_weights(model_weights, plan.models)
         flat, treedef = jax.tree_util.tree_flatten(updates)
         flat = _pool.mix_groups(flat, plan, weights, alpha, reduction)
         return jax.tree_util.tree_unflatten(treedef, flat), state

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
@@ -11,14 +10,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mmojax import _pool, _tree
+from mmojax.optim import _tree, _weights
 
 
 def warmup_cosine_schedule(
-    learning_rate: float,
-    warmup_steps: int = 100,
-    total_steps: int | None = None,
-    min_lr_ratio: float = 0.0,
+    learning_rate: float | jax.Array,
+    *,
+    warmup_steps: int | jax.Array = 100,
+    total_steps: int | jax.Array | None = None,
+    min_lr_ratio: float | jax.Array = 0.0,
 ) -> optax.Schedule:
     r"""``lr(t) = learning_rate * f_warmup(t) * f_decay(t)``, the paper's schedule.
 
@@ -29,37 +29,36 @@ def warmup_cosine_schedule(
 
     with :math:`N_w` = ``warmup_steps`` (0: no warmup), :math:`T` =
     ``total_steps`` (``None``: no decay) and :math:`\rho` = ``min_lr_ratio``.
+    Every argument may be a scalar array (traced ones too); concrete values
+    are validated here.
 
     Examples:
       >>> s = warmup_cosine_schedule(1.0, warmup_steps=10, total_steps=110)
       >>> [round(float(s(t)), 3) for t in (0, 5, 10, 60, 110)]
       [0.0, 0.5, 1.0, 0.5, 0.0]
     """
-    if not (isinstance(learning_rate, numbers.Real) and math.isfinite(learning_rate)
-            and learning_rate >= 0):
+    lr = _weights.concrete_scalar("learning_rate", learning_rate)
+    if lr is not None and not (math.isfinite(lr) and lr >= 0):
         raise ValueError(f"learning_rate must be a finite number >= 0, got {learning_rate!r}")
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral) \
-            or warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
-    if total_steps is not None and (
-        isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral)
-        or total_steps <= warmup_steps
-    ):
-        raise ValueError(
-            f"total_steps must be None or an integer > warmup_steps ({warmup_steps}), "
-            f"got {total_steps!r}"
-        )
-    if not 0.0 <= float(min_lr_ratio) <= 1.0:
-        raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
-    lr, warmup, ratio = float(learning_rate), int(warmup_steps), float(min_lr_ratio)
+    _weights.check_period("warmup_steps", warmup_steps)
+    if total_steps is not None:
+        _weights.check_period("total_steps", total_steps)
+        if not _weights.is_traced(total_steps) and not _weights.is_traced(warmup_steps) \
+                and int(total_steps) <= int(warmup_steps):
+            raise ValueError(
+                f"total_steps must be None or an integer > warmup_steps ({warmup_steps}), "
+                f"got {total_steps!r}")
+    _weights.check_unit_interval("min_lr_ratio", min_lr_ratio)
 
     def schedule(count):
         t = jnp.asarray(count, jnp.float32)
-        value = jnp.asarray(lr, jnp.float32)
-        if warmup > 0:
-            value = value * jnp.minimum(t / warmup, 1.0)
+        value = jnp.asarray(learning_rate, jnp.float32)
+        warmup = jnp.asarray(warmup_steps, jnp.float32)
+        value = value * jnp.where(warmup > 0, jnp.minimum(t / jnp.maximum(warmup, 1.0), 1.0), 1.0)
         if total_steps is not None:
-            progress = jnp.clip((t - warmup) / (total_steps - warmup), 0.0, 1.0)
+            span = jnp.maximum(jnp.asarray(total_steps, jnp.float32) - warmup, 1.0)
+            progress = jnp.clip((t - warmup) / span, 0.0, 1.0)
+            ratio = jnp.asarray(min_lr_ratio, jnp.float32)
             value = value * (ratio + (1.0 - ratio) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress)))
         return value
 
@@ -80,7 +79,8 @@ class ModelLearningRateState(NamedTuple):
 
 
 def scale_by_model_learning_rate(
-    learning_rate: float | Callable[[jax.Array], jax.Array],
+    learning_rate: float | jax.Array | Callable[[jax.Array], jax.Array],
+    *,
     model_weights: Mapping[str, float] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scales model :math:`i`'s updates by :math:`-\text{lr}(t) \cdot n\, w_i`.
@@ -91,17 +91,21 @@ def scale_by_model_learning_rate(
     bert 1.0 / gpt2 0.8 / roberta 1.2, exactly those numbers.
 
     Args:
-      learning_rate: a float or an ``optax`` schedule of the update count.
-      model_weights: ``{model_name: weight}``; default equal.
+      learning_rate: a float, a scalar array (traced ones too) or an ``optax``
+        schedule of the update count.
+      model_weights: ``{model_name: weight}`` (floats or scalar arrays);
+        default equal.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
     """
-    _pool.check_weight_values(model_weights)
+    _weights.check_model_weights(model_weights)
+    if not callable(learning_rate):
+        _weights.concrete_scalar("learning_rate", learning_rate)
     schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
 
     def factors(models):
-        weights = _pool.normalized_weights(model_weights, models)
+        weights = _weights.normalized_weights(model_weights, models)
         return {m: len(models) * weights[m] for m in models}
 
     def rates(count, models):

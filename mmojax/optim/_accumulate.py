@@ -1,15 +1,14 @@
-"""Gradient accumulation that also averages the per-model losses, and per-model clipping."""
+"""Gradient accumulation that also averages the per-model losses."""
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from mmojax import _tree
+from mmojax.optim import _tree, _weights
 
 
 class AccumulateState(NamedTuple):
@@ -29,9 +28,9 @@ class AccumulateState(NamedTuple):
 
 
 def accumulate_gradients(
-    inner: optax.GradientTransformation, every_k: int
+    inner: optax.GradientTransformation, *, gradient_accumulation_steps: int
 ) -> optax.GradientTransformationExtraArgs:
-    """Applies ``inner`` once every ``every_k`` calls, on the mean gradient.
+    """Applies ``inner`` once every ``gradient_accumulation_steps`` calls, on the mean gradient.
 
     Unlike ``optax.MultiSteps``, the per-model ``losses`` extra argument is
     averaged over the same micro-batches and handed to ``inner`` with the mean
@@ -40,15 +39,20 @@ def accumulate_gradients(
     emissions the returned updates are zero. Other extra arguments are passed
     from the emitting call.
 
+    In a donated train step an accumulate-only call adds the gradient into
+    the accumulator in place and passes ``inner``'s state through the
+    conditional without copying it; its only other cost is the zero updates
+    the optax interface returns (``optax.MultiSteps`` has the same).
+
     Args:
       inner: the transformation to wrap.
-      every_k: micro-batches per update (>= 1; 1 returns ``inner`` unchanged).
+      gradient_accumulation_steps: micro-batches per update (>= 1, static; 1
+        returns ``inner`` unchanged).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
     """
-    if isinstance(every_k, bool) or not isinstance(every_k, numbers.Integral) or every_k < 1:
-        raise ValueError(f"gradient_accumulation_steps must be an integer >= 1, got {every_k!r}")
+    every_k = _weights.static_int("gradient_accumulation_steps", gradient_accumulation_steps, 1)
     inner = optax.with_extra_args_support(inner)
     if every_k == 1:
         return inner
@@ -90,47 +94,14 @@ def accumulate_gradients(
 
         def hold(operand):
             grads, loss_sum, inner_state = operand
-            return jax.tree.map(jnp.zeros_like, updates), grads, loss_sum, inner_state
+            zeros = [jnp.zeros(u.shape, u.dtype) for u in jax.tree.leaves(updates)]
+            return (jax.tree.unflatten(jax.tree.structure(updates), zeros), grads, loss_sum,
+                    inner_state)
 
         out, grads, loss_sum, inner_state = jax.lax.cond(
             emit, apply_inner, hold, (grads, loss_sum, state.inner_state)
         )
         mini_step = jnp.where(emit, 0, state.mini_step + 1).astype(jnp.int32)
         return out, AccumulateState(mini_step, grads, loss_sum, inner_state)
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-class ClipByModelNormState(NamedTuple):
-    """``clip_by_model_global_norm`` keeps no state."""
-
-
-def clip_by_model_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
-    """Clips each model's gradients by that model's own global norm.
-
-    Model :math:`i`'s updates are scaled by ``min(1, max_norm / ||g_i||)``;
-    the norm never mixes models, so one model's large gradient does not
-    shrink the others' steps.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> g = {"a": {"w": jnp.array([3.0, 4.0])}, "b": {"w": jnp.array([0.3, 0.4])}}
-      >>> tx = clip_by_model_global_norm(1.0)
-      >>> out, _ = tx.update(g, tx.init(g))
-      >>> [round(x, 3) for x in out["a"]["w"].tolist() + out["b"]["w"].tolist()]
-      [0.6, 0.8, 0.3, 0.4]
-    """
-    if not (isinstance(max_norm, numbers.Real) and max_norm > 0):
-        raise ValueError(f"clip_norm must be a number > 0, got {max_norm!r}")
-
-    def init_fn(params):
-        _tree.check_multi_model_tree(params)
-        return ClipByModelNormState()
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        norms = {m: optax.tree.norm(updates[m]) for m in updates}
-        scales = {m: jnp.minimum(1.0, max_norm / jnp.maximum(n, 1e-30)) for m, n in norms.items()}
-        return _tree.map_with_model(lambda m, u: (u * scales[m]).astype(u.dtype), updates), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

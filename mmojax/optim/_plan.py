@@ -18,17 +18,26 @@ Three groupings:
   each slot takes from every model its nearest layer.
 
 Under both role groupings, leaves that match no alignment rule fall back to
-``"type_shape"`` among themselves, with a logged warning.
+``"type_shape"`` among themselves, with a logged warning. Leaves that are not
+floating point (integer counters, boolean masks) never share: gradient
+sharing and sync leave them untouched.
+
+A plan is built once per tree structure, leaf shapes and dtypes, labels,
+grouping and rules (:func:`cached_plan`), not on every init and trace.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from typing import Any
 
-from mmojax import _align, _classify, _tree, _views
-from mmojax._views import IndexMap
+import jax
+import numpy as np
+
+from mmojax.optim import _align, _classify, _tree, _views, _weights
+from mmojax.optim._views import IndexMap
 
 GROUPINGS = ("type_shape", "role", "role_depth")
 
@@ -220,7 +229,7 @@ class SharingPlan:
         return "\n".join(lines)
 
 
-def depth_pairing(num_layers: int, grid: int) -> dict[int, int]:
+def depth_pairing(num_layers: int, *, grid: int) -> dict[int, int]:
     r"""Which layer of an ``num_layers``-layer model sits at each slot of a depth grid.
 
     Layer :math:`i` of an :math:`L`-layer model sits at relative depth
@@ -237,9 +246,9 @@ def depth_pairing(num_layers: int, grid: int) -> dict[int, int]:
       ``{layer: slot}`` for the layers some slot takes.
 
     Examples:
-      >>> depth_pairing(3, 2)   # slots at 1/4, 3/4; layers at 1/6, 1/2, 5/6
+      >>> depth_pairing(3, grid=2)   # slots at 1/4, 3/4; layers at 1/6, 1/2, 5/6
       {0: 0, 2: 1}
-      >>> depth_pairing(2, 2)
+      >>> depth_pairing(2, grid=2)
       {0: 0, 1: 1}
     """
     pairs = {}
@@ -274,7 +283,7 @@ def _view_groups(views, by_depth: bool) -> tuple[list[Group], list[str]]:
         depth = None
         if by_depth and v.layer is not None:
             grid = grids[(v.role, v.kind, v.shape)]
-            slot = depth_pairing(v.num_layers, grid).get(v.layer)
+            slot = depth_pairing(v.num_layers, grid=grid).get(v.layer)
             if slot is None:
                 unpaired.append(v.name)
                 continue
@@ -301,9 +310,13 @@ def _forward_order(group: Group):
     return section, slot, rank, _KIND_ORDER.get(key.kind, 3), key.kind
 
 
+def _is_float(dtype: Any) -> bool:
+    return dtype is not None and jax.numpy.issubdtype(dtype, jax.numpy.inexact)
+
+
 def make_plan(params: Any, labels: Any = None, grouping: str = "type_shape",
               align_rules: Any = None, warn: bool = True) -> SharingPlan:
-    """:func:`sharing_plan`, with the fallback warning optional (off inside ``update``)."""
+    """Builds a plan (uncached); :func:`cached_plan` is what the transformations use."""
     check_grouping(grouping)
     models = _tree.check_multi_model_tree(params)
     leaves, _ = _tree.flatten_leaves(params)
@@ -311,12 +324,15 @@ def make_plan(params: Any, labels: Any = None, grouping: str = "type_shape",
     sizes = dict.fromkeys(models, 0)
     for leaf in leaves:
         sizes[leaf.model] += leaf.size
+    floating = {i for i, leaf in enumerate(leaves) if _is_float(leaf.dtype)}
     if grouping == "type_shape":
-        groups = _type_shape_groups(leaves, flat_labels, range(len(leaves)))
+        groups = _type_shape_groups(leaves, flat_labels, sorted(floating))
         return SharingPlan(models, tuple(groups), sizes, len(leaves))
-    alignment = _align.align_parameters(params, align_rules)
-    groups, unpaired = _view_groups(alignment.views, by_depth=grouping == "role_depth")
-    groups += _type_shape_groups(leaves, flat_labels, alignment.unmatched_indices)
+    alignment = _align.align_parameters(params, rules=align_rules)
+    views = [v for v in alignment.views if v.index in floating]
+    groups, unpaired = _view_groups(views, by_depth=grouping == "role_depth")
+    groups += _type_shape_groups(
+        leaves, flat_labels, [i for i in alignment.unmatched_indices if i in floating])
     if alignment.unmatched and warn:
         logger.warning(
             "grouping %r: %d leaves match no alignment rule and fall back to (type, shape) "
@@ -326,7 +342,7 @@ def make_plan(params: Any, labels: Any = None, grouping: str = "type_shape",
                        alignment.unmatched, tuple(unpaired))
 
 
-def sharing_plan(params: Any, labels: Any = None, grouping: str = "type_shape",
+def sharing_plan(params: Any, *, labels: Any = None, grouping: str = "type_shape",
                  align_rules: Any = None) -> SharingPlan:
     """Builds the static :class:`SharingPlan` of a multi-model tree.
 
@@ -375,7 +391,68 @@ def sharing_plan(params: Any, labels: Any = None, grouping: str = "type_shape",
         bert/encoder/layer/0/intermediate/dense/kernel
         gpt2/h/0/mlp/c_fc/kernel.T
     """
-    return make_plan(params, labels, grouping, align_rules, warn=True)
+    return cached_plan(params, labels, grouping, align_rules)
+
+
+def _labels_key(labels: Any) -> Any:
+    if labels is None:
+        return None
+    if callable(labels) and not isinstance(labels, _classify.ParamKey):
+        return ("fn", labels)
+    leaves, treedef = jax.tree_util.tree_flatten(labels)
+    return ("tree", treedef, tuple(leaves))
+
+
+def _plan_key(params: Any, labels: Any, grouping: str, align_rules: Any):
+    """A hashable key of everything a plan depends on, or ``None`` if there is none."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    specs = tuple((tuple(np.shape(x)), str(x.dtype if hasattr(x, "dtype") else np.result_type(x)))
+                  for x in leaves)
+    key = (treedef, specs, _labels_key(labels), grouping,
+           None if align_rules is None else tuple(align_rules))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+@functools.lru_cache(maxsize=64)
+def _plan_from_key(key, labels) -> SharingPlan:
+    treedef, specs, _, grouping, align_rules = key
+    abstract = jax.tree_util.tree_unflatten(
+        treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in specs])
+    return make_plan(abstract, labels.value, grouping, align_rules, warn=True)
+
+
+def cached_plan(params: Any, labels: Any = None, grouping: str = "type_shape",
+                align_rules: Any = None) -> SharingPlan:
+    """The plan of ``params``, built once per structure, shapes, dtypes, labels and rules.
+
+    Built from the abstract shapes, so it is the same for arrays, tracers and
+    ``ShapeDtypeStruct`` s; the fallback warning of the role groupings is
+    logged once, when the plan is first built. Labels that cannot be hashed
+    (a label tree of unhashable leaves is rejected anyway) build a fresh plan.
+    """
+    check_grouping(grouping)
+    _tree.check_multi_model_tree(params)
+    key = _plan_key(params, labels, grouping, align_rules)
+    if key is None:
+        return make_plan(params, labels, grouping, align_rules, warn=True)
+    return _plan_from_key(key, _Unhashed(labels))
+
+
+class _Unhashed:
+    """Carries the labels into the cache without taking part in its key (the key has them)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __hash__(self):
+        return 0
+
+    def __eq__(self, other):
+        return isinstance(other, _Unhashed)
 
 
 def validate_at_init(params, model_weights, labels, grouping, align_rules) -> None:
@@ -385,8 +462,6 @@ def validate_at_init(params, model_weights, labels, grouping, align_rules) -> No
     models, and the labels/rules (building the plan also warns about
     unmatched leaves once, here rather than on every update).
     """
-    from mmojax import _pool  # _pool imports this module
-
     models = _tree.check_multi_model_tree(params)
-    _pool.normalized_weights(model_weights, models)
-    sharing_plan(params, labels, grouping, align_rules)
+    _weights.normalized_weights(model_weights, models)
+    cached_plan(params, labels, grouping, align_rules)

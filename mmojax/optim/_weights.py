@@ -1,0 +1,158 @@
+"""Model weights and scalar hyperparameters: eager checks that also accept arrays.
+
+Hyperparameters that only enter arithmetic (``alpha``, ``beta``, the model
+weights, the learning rate, ``sync_every``) may be Python numbers or JAX
+arrays, traced ones included, so ``optax.inject_hyperparams`` can hold them in
+the optimizer state and a change never recompiles. A concrete value is
+checked here, eagerly; a traced one cannot be inspected and is used as given.
+Structural hyperparameters (buffer sizes, the number of accumulated
+micro-batches) must be static: :func:`static_int` says so by name.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_traced(value: Any) -> bool:
+    """Whether ``value`` is a tracer (its value is unknown until run time)."""
+    return isinstance(value, jax.core.Tracer)
+
+
+def concrete_scalar(name: str, value: Any) -> float | None:
+    """``value`` as a Python float, or ``None`` when it is traced.
+
+    Raises:
+      TypeError: if ``value`` is neither a real number nor a scalar array.
+    """
+    if is_traced(value):
+        if jnp.ndim(value) != 0:
+            raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}")
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+        if np.ndim(value) != 0:
+            raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}")
+        return float(np.asarray(value))
+    raise TypeError(f"{name} must be a number or a scalar array, got {value!r}")
+
+
+def check_unit_interval(name: str, value: Any) -> None:
+    """Raises ``ValueError`` unless ``0 <= value <= 1`` (traced values pass)."""
+    x = concrete_scalar(name, value)
+    if x is not None and not 0.0 <= x <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {x}")
+
+
+def is_static_zero(value: Any) -> bool:
+    """Whether ``value`` is a concrete zero: a stage it scales can be skipped at trace time."""
+    return not is_traced(value) and concrete_scalar("value", value) == 0.0
+
+
+def static_int(name: str, value: Any, minimum: int) -> int:
+    """A structural integer hyperparameter (a buffer size, a micro-batch count).
+
+    Raises:
+      TypeError: if ``value`` is traced (e.g. injected by
+        ``optax.inject_hyperparams`` without ``static_args``).
+      ValueError: if it is not an integer ``>= minimum``.
+    """
+    if is_traced(value):
+        raise TypeError(
+            f"{name} sets a buffer size or the program's structure and must be a static "
+            f"integer; with optax.inject_hyperparams pass static_args=({name!r}, ...)")
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)) and np.ndim(value) == 0 \
+            and np.issubdtype(np.asarray(value).dtype, np.integer):
+        value = int(np.asarray(value))
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_period(name: str, value: Any) -> None:
+    """A period counted in updates (``sync_every``): an integer >= 0, or a traced array."""
+    if is_traced(value):
+        return
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)) and np.ndim(value) == 0:
+        if not np.issubdtype(np.asarray(value).dtype, np.integer):
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        value = int(np.asarray(value))
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def check_model_weights(model_weights: Mapping[str, Any] | None) -> None:
+    """Eagerly validates ``{model_name: weight}`` (names are checked against the tree at init)."""
+    if model_weights is None:
+        return
+    if not isinstance(model_weights, Mapping):
+        raise TypeError(
+            f"model_weights must be a mapping {{model_name: weight}}, got "
+            f"{type(model_weights).__name__}"
+        )
+    values = []
+    for name, weight in model_weights.items():
+        if not isinstance(name, str):
+            raise TypeError(f"model_weights keys must be model names (str), got {name!r}")
+        try:
+            value = concrete_scalar(f"model weight of {name!r}", weight)
+        except (TypeError, ValueError):
+            raise TypeError(f"model weight of {name!r} must be a number, got {weight!r}") from None
+        if value is None:
+            return  # traced: nothing more can be checked
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"model weight of {name!r} must be finite and >= 0, got {weight!r}")
+        values.append(value)
+    if values and sum(values) <= 0:
+        raise ValueError(f"model_weights must not all be zero, got {dict(model_weights)}")
+
+
+def normalized_weights(
+    model_weights: Mapping[str, Any] | None, models: Sequence[str]
+) -> dict[str, Any]:
+    """Weights normalised to sum to 1 over ``models`` (default: equal).
+
+    Models missing from ``model_weights`` get weight 1.0 before normalising.
+    Concrete weights come back as Python floats (the pooling is then
+    specialised to them); if any weight is traced, all come back as float32
+    scalars computed at run time.
+
+    Raises:
+      ValueError: if ``model_weights`` names a model that is not in ``models``.
+    """
+    check_model_weights(model_weights)
+    model_weights = dict(model_weights or {})
+    unknown = sorted(set(model_weights) - set(models))
+    if unknown:
+        raise ValueError(
+            f"model_weights names unknown models {unknown}; the parameter tree has "
+            f"{list(models)}"
+        )
+    raw = {m: model_weights.get(m, 1.0) for m in models}
+    if any(is_traced(w) for w in raw.values()):
+        raw = {m: jnp.asarray(w, jnp.float32) for m, w in raw.items()}
+        total = sum(raw.values())
+        return {m: w / total for m, w in raw.items()}
+    raw = {m: concrete_scalar(m, w) for m, w in raw.items()}
+    total = sum(raw.values())
+    if total <= 0:
+        raise ValueError(f"model weights of {list(models)} sum to zero")
+    return {m: raw[m] / total for m in models}
+
+
+def safe_divide(x: Any, total: Any) -> Any:
+    """``x / total``, and zeros where ``total`` is 0 (a group whose models all weigh 0)."""
+    if not is_traced(total) and not isinstance(total, jax.Array):
+        return x / total if total > 0 else jnp.zeros_like(x)
+    positive = total > 0
+    return jnp.where(positive, x / jnp.where(positive, total, 1.0), 0.0).astype(x.dtype)
