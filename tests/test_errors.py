@@ -2,7 +2,9 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
+import optax
 import pytest
 
 import mmojax
@@ -15,15 +17,15 @@ def test_alpha_beta_range(value):
     with pytest.raises(ValueError, match="alpha must be in"):
         mmojax.share_gradients(alpha=value)
     with pytest.raises(ValueError, match="beta must be in"):
-        mmojax.sync_parameters(beta=value)
+        mmojax.sync_parameters(optax.identity(), beta=value)
     with pytest.raises(ValueError, match="alpha must be in"):
         mmojax.multi_model_optimizer(alpha=value)
 
 
 def test_every_negative():
-    with pytest.raises(ValueError, match="every must be an integer >= 0"):
-        mmojax.sync_parameters(every=-1)
-    with pytest.raises(ValueError, match="every must be an integer >= 0"):
+    with pytest.raises(ValueError, match="sync_every must be an integer >= 0"):
+        mmojax.sync_parameters(optax.identity(), sync_every=-1)
+    with pytest.raises(ValueError, match="sync_every must be an integer >= 0"):
         mmojax.multi_model_optimizer(sync_every=-3)
 
 
@@ -43,7 +45,7 @@ def test_bad_weight_values(weights, match):
 
 def test_weights_naming_unknown_models():
     for tx in (mmojax.share_gradients(model_weights={"zzz": 1.0}),
-               mmojax.sync_parameters(model_weights={"zzz": 1.0}),
+               mmojax.sync_parameters(optax.identity(), model_weights={"zzz": 1.0}),
                mmojax.multi_model_optimizer(model_weights={"zzz": 1.0})):
         with pytest.raises(ValueError, match=r"unknown models \['zzz'\]"):
             tx.init(PARAMS)
@@ -56,7 +58,7 @@ def test_weights_naming_unknown_models():
     ({"a": {}}, ValueError, "has no parameters"),
 ])
 def test_bad_params_tree(bad, exc, match):
-    for tx in (mmojax.share_gradients(), mmojax.sync_parameters(), mmojax.scale_by_convergence(),
+    for tx in (mmojax.share_gradients(), mmojax.sync_parameters(optax.identity()), mmojax.scale_by_convergence(),
                mmojax.multi_model_optimizer()):
         with pytest.raises(exc, match=match):
             tx.init(bad)
@@ -79,10 +81,11 @@ def test_losses_missing_a_model():
 def test_other_hyperparameters():
     with pytest.raises(ValueError, match="reduction must be one of"):
         mmojax.share_gradients(reduction="max")
-    with pytest.raises(ValueError, match="window must be an integer >= 2"):
-        mmojax.scale_by_convergence(window=1)
-    with pytest.raises(ValueError, match="max_scale must be >= min_scale"):
-        mmojax.scale_by_convergence(min_scale=2.0, max_scale=1.0)
+    with pytest.raises(ValueError, match="convergence_window must be an integer >= 2"):
+        mmojax.scale_by_convergence(convergence_window=1)
+    with pytest.raises(ValueError,
+                       match="max_convergence_scale must be >= min_convergence_scale"):
+        mmojax.scale_by_convergence(min_convergence_scale=2.0, max_convergence_scale=1.0)
     with pytest.raises(ValueError, match="gradient_accumulation_steps"):
         mmojax.multi_model_optimizer(gradient_accumulation_steps=0)
     with pytest.raises(ValueError, match="total_steps must be"):
@@ -93,8 +96,22 @@ def test_other_hyperparameters():
         mmojax.multi_model_optimizer(learning_rate=-1.0)
 
 
+def test_sync_wraps_a_transformation():
+    with pytest.raises(TypeError, match="wraps an optax transformation"):
+        mmojax.sync_parameters(0.1)
+
+
+def test_structural_hyperparameters_must_be_static():
+    # Injected as arrays, a buffer size cannot be honoured: say which argument to make static.
+    tx = optax.inject_hyperparams(mmojax.multi_model_optimizer)(learning_rate=1e-3)
+    with pytest.raises(TypeError, match=r"static_args=\('convergence_window'"):
+        jax.jit(tx.init)(PARAMS)
+    with pytest.raises(ValueError, match="convergence_window must be an integer"):
+        mmojax.multi_model_optimizer(convergence_window=jnp.float32(3.0))
+
+
 def test_sync_needs_params():
-    tx = mmojax.sync_parameters(every=1)
+    tx = mmojax.sync_parameters(optax.identity(), sync_every=1)
     with pytest.raises(ValueError, match="needs params"):
         tx.update(PARAMS, tx.init(PARAMS))
 
