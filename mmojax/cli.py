@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import re
 import sys
@@ -86,8 +87,7 @@ def _float_in(low: float, *, low_open: bool = False) -> Callable[[str], float]:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        if not (value > low if low_open else value >= low) or value != value \
-                or value == float("inf"):
+        if not (math.isfinite(value) and (value > low if low_open else value >= low)):
             raise argparse.ArgumentTypeError(
                 f"must be a finite number {'>' if low_open else '>='} {low:g}, got {text}")
         return value
@@ -294,7 +294,7 @@ def _given(argv: Sequence[str]) -> dict[str, Any]:
     """The ``mmojax train`` options that ``argv`` (``["train", ...]``) sets explicitly."""
     train = _add_train_parser(argparse.ArgumentParser(prog="mmojax").add_subparsers())
     # No defaults: the namespace holds only what the command line gave.
-    for action in train._actions:  # noqa: SLF001 - argparse has no public list of actions
+    for action in train._actions:  # argparse has no public list of actions
         action.default = argparse.SUPPRESS
     return vars(train.parse_args(list(argv)[1:]))
 
@@ -374,7 +374,7 @@ def _setup_logging() -> None:
         logger.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter("%(message)s"))
-    handler._mmojax_cli = True  # noqa: SLF001 - marks the handler this function owns
+    handler._mmojax_cli = True  # marks the handler this function owns
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False

@@ -170,7 +170,7 @@ def _readme():
 
 
 def test_readme_train_commands_parse():
-    commands = re.findall(r"^\s*(?:.*&& )?mmojax (train [^\n`]*?)\s*$", _readme(), re.M)
+    commands = re.findall(r"^\s*(?:.*&& )?mmojax (train [^\n`]*?)\s*$", _readme(), re.MULTILINE)
     commands = [c.split("#")[0] for c in commands]
     concrete = [c for c in commands if "|" not in c and "..." not in c and "--help" not in c]
     assert len(concrete) >= 2  # the quick start and the SST-2 command

@@ -140,7 +140,7 @@ def test_weighted_smoothing_ignores_a_short_record():
     assert plain.max() == pytest.approx(1.8)
     assert weighted.max() == pytest.approx(1 + 4 / 81)
     recs = [_train(u, ("a",)) | {"micro_batches": 20} for u in range(5)]
-    x, y, w = _metrics.weighted_series(recs, "train", "loss")["a"]
+    _, _, w = _metrics.weighted_series(recs, "train", "loss")["a"]
     assert w.tolist() == [20.0] * 5
 
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -35,10 +36,11 @@ def run_cli(*argv):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A finished run of 7 optimizer updates (14 micro-batches), a record every 3 updates."""
+    """A finished run of 7 optimizer updates (14 micro-batches), a record every 3 updates,
+    checkpoints after micro-batches 8, 12 and 14."""
     workdir = tmp_path_factory.mktemp("runs") / "run"
     code, out, err = run_cli(*TINY, "--workdir", str(workdir), "--max-steps", "7",
-                             "--log-every", "3")
+                             "--log-every", "3", "--checkpoint-every", "2")
     assert code == 0, err
     return workdir, out, err
 
@@ -120,9 +122,30 @@ def test_resume_checks_the_config_saved_in_the_checkpoint(run_copy):
 
 
 @pytest.mark.slow
+def test_corrupt_latest_checkpoint_is_moved_aside_and_the_run_goes_on(run, run_copy):
+    assert sorted(os.listdir(run[0] / "checkpoints"), key=int) == ["8", "12", "14"]
+    for root, _, files in os.walk(run_copy / "checkpoints" / "14" / "state"):
+        for name in files:
+            if os.sep + "d" in root:  # the array data, not the metadata
+                (Path(root) / name).write_bytes(b"garbage")
+    # Resumes from 12 and saves 14 again at the end: no "Checkpoint for step 14 already
+    # exists", now or on any later resume.
+    code, out, err = run_cli("--workdir", str(run_copy), "--resume", "--no-progress")
+    assert code == 0, err
+    assert "resumed from update 6" in err
+    warnings = [line for line in err.splitlines() if "warning" in line.lower()]
+    assert len(warnings) == 1 and "moved" in warnings[0] and "14" in warnings[0]
+    assert "Traceback" not in err and "Event loop is closed" not in err
+    assert (run_copy / "checkpoints-unusable" / "14").is_dir()
+    assert sorted(os.listdir(run_copy / "checkpoints"), key=int)[-1] == "14"
+    code, _, err = run_cli("--workdir", str(run_copy), "--resume", "--no-progress")
+    assert code == 0, err
+
+
+@pytest.mark.slow
 def test_overwrite_removes_the_old_run_first(run_copy):
     (run_copy / "notes.txt").write_text("mine")
-    code, out, err = run_cli(*TINY, "--workdir", str(run_copy), "--overwrite", "--max-steps", "1")
+    code, _, err = run_cli(*TINY, "--workdir", str(run_copy), "--overwrite", "--max-steps", "1")
     assert code == 0, err
     assert sorted(os.listdir(run_copy / "checkpoints")) == ["2"]
     records = _metrics.read_metrics(run_copy / "metrics.jsonl")
@@ -240,6 +263,6 @@ def test_signal_stops_saves_and_resumes(tmp_path, point, sig):
             [sys.executable, "-m", "mmojax.cli", "train", "--workdir", str(workdir),
              "--resume", "--max-steps", str(update + 2), "--no-progress"],
             capture_output=True, text=True, cwd=ROOT, timeout=600,
-            env={**os.environ, "JAX_PLATFORMS": "cpu"})
+            env={**os.environ, "JAX_PLATFORMS": "cpu"}, check=False)
         assert resumed.returncode == 0, resumed.stderr
         assert f"{update + 2} optimizer updates" in resumed.stdout

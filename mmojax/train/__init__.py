@@ -11,8 +11,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mmojax.train._checkpoint import CheckpointError as CheckpointError
     from mmojax.train._checkpoint import Checkpointer as Checkpointer
+    from mmojax.train._checkpoint import CheckpointError as CheckpointError
     from mmojax.train._config import MODES as MODES
     from mmojax.train._config import PAPER_WEIGHTS as PAPER_WEIGHTS
     from mmojax.train._config import TrainConfig as TrainConfig

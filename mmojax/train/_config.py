@@ -103,7 +103,7 @@ class TrainConfig:
             object.__setattr__(self, "models", tuple(m for m in self.models.split(",") if m))
         if not self.models:
             raise ValueError("models must name at least one model")
-        from mmojax.models import ARCHS  # noqa: PLC0415 - models import flax: not at import
+        from mmojax.models import ARCHS  # flax: imported when a config is built
 
         unknown = [m for m in self.models if m not in ARCHS]
         if unknown:
@@ -191,7 +191,7 @@ class TrainConfig:
 
     def optimizer(self, total_updates: int) -> optax.GradientTransformationExtraArgs:
         """The optimizer of this run's mode, with the schedule over ``total_updates``."""
-        import mmojax  # noqa: PLC0415 - jax is imported when an optimizer is built
+        import mmojax  # jax: imported when an optimizer is built
 
         warmup = self.warmup_for(total_updates)
         share = {"alpha": self.alpha, "beta": self.beta, "adaptive": True,

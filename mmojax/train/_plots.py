@@ -16,8 +16,14 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mmojax.train._metrics import KINDS, main_metric, model_names, read_metrics, series, \
-    weighted_series
+from mmojax.train._metrics import (
+    KINDS,
+    main_metric,
+    model_names,
+    read_metrics,
+    series,
+    weighted_series,
+)
 
 Records = Sequence[Mapping[str, Any]]
 RecordsOrPath = Union[str, "os.PathLike[str]", Records]
