@@ -163,12 +163,11 @@ def main():
         convergence_window=min(20, steps), convergence_update_every=10)
     results = {"multi_model_optimizer": train(mmo, "mmo", steps, args.log_every)}
 
-    # 2) The same building blocks composed into your own optax chain
-    #    (sync_parameters must come last: it needs the final updates).
-    chain = optax.chain(
-        mmojax.share_gradients(alpha=0.2),
-        optax.adamw(1e-3),
-        mmojax.sync_parameters(beta=0.1, every=10),
+    # 2) The same building blocks composed into your own optax chain; sync_parameters
+    #    wraps it (like optax.lookahead): it moves the parameters after the inner update.
+    chain = mmojax.sync_parameters(
+        optax.chain(mmojax.share_gradients(alpha=0.2), optax.adamw(1e-3)),
+        beta=0.1, sync_every=10,
     )
     results["custom_chain"] = train(chain, "chain", steps, args.log_every)
     print("final: " + json.dumps(results))
