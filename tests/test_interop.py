@@ -9,6 +9,10 @@ import pytest
 import mmojax
 from helpers import make_tree
 
+
+def assert_trees_differ(a, b):
+    assert any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
 LOSSES = {"a": 1.0, "b": 2.0, "c": 0.5}
 
 # Alignment rules for the toy tree of helpers.py, so that the role groupings
@@ -103,24 +107,41 @@ def test_no_retrace(tx):
 
 
 def test_composes_with_chain(tx):
+    # optax.chain must equal running the transformation, then adamw, by hand:
+    # the extra args reach the transformation and its state round-trips.
     params = make_tree()
-    chained = optax.chain(tx, optax.adamw(1e-3))
-    out, state = run(chained, params)
-    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(out))
-    # The chain forwards extra args to the inner state (the first element).
-    assert len(state) == 2
+    chained, _ = run(optax.chain(tx, optax.adamw(1e-3)), params)
+    adamw = optax.adamw(1e-3)
+    p, s1, s2 = params, tx.init(params), adamw.init(params)
+    for i in range(3):
+        grads = jax.tree.map(lambda x, i=i: x * (0.5 + i), p)
+        u, s1 = tx.update(grads, s1, p, losses=LOSSES)
+        u, s2 = adamw.update(u, s2, p)
+        p = optax.apply_updates(p, u)
+    assert_trees_differ(chained, params)
+    for a, b in zip(jax.tree.leaves(chained), jax.tree.leaves(p), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_composes_with_multisteps(tx):
+    # MultiSteps over 4 micro-batches must equal 2 explicit updates on the mean gradients.
     params = make_tree()
     multi = optax.MultiSteps(tx, every_k_schedule=2)
     state = multi.init(params)
     update = jax.jit(multi.update)
-    for _ in range(4):
-        updates, state = update(params, state, params, losses=LOSSES)
-        params = optax.apply_updates(params, updates)
+    micro = [jax.tree.map(lambda x, i=i: jnp.sin(x * (i + 1.0)), params) for i in range(4)]
+    p = params
+    for grads in micro:
+        updates, state = update(grads, state, p, losses=LOSSES)
+        p = optax.apply_updates(p, updates)
     assert int(state.gradient_step) == 2
-    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+    ref, ref_state = params, tx.init(params)
+    for k in (0, 2):
+        mean = jax.tree.map(lambda a, b: (a + b) / 2, micro[k], micro[k + 1])
+        updates, ref_state = tx.update(mean, ref_state, ref, losses=LOSSES)
+        ref = optax.apply_updates(ref, updates)
+    for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
