@@ -1,13 +1,22 @@
-"""Update-only time and compiled memory: multi_model_optimizer vs optax.adamw.
+"""Optimizer time and compiled memory: multi_model_optimizer vs optax.adamw, as users run it.
 
-Both optimizers run side by side in one process on the same three-model tree
-(Hugging Face Flax BERT-, GPT-2- and RoBERTa-style parameter layouts, about
-10M parameters in all). Timings interleave the two optimizers round by round
-and report medians, because shared machines are noisy; memory comes from XLA's
-compiled ``memory_analysis()``.
+The headline is a jitted step that **donates** params and optimizer state and
+runs ``update`` + ``optax.apply_updates``, the way every JAX training loop
+(and ``mmojax.train``) runs an optimizer; update-only (no donation, no apply)
+is a secondary table. All contenders run side by side in one process on the
+same three-model tree (Hugging Face Flax BERT-, GPT-2- and RoBERTa-style
+parameter layouts), at two tree sizes by default. Timings interleave the
+contenders round by round and report medians, because shared machines are
+noisy; memory comes from XLA's compiled ``memory_analysis()``.
 
-Usage: python benchmarks/bench_optimizer.py [--hidden 256] [--rounds 20]
-       [--groupings type_shape,role,role_depth]
+Contenders: ``optax.adamw``; the default ``multi_model_optimizer`` (paper
+weights 1.0/0.8/1.2, adaptive, sync every 10, warmup 100 of 1000 updates)
+under each grouping; the same with ``beta=0`` (sharing without sync) and with
+every mechanism off. Each round runs ``--steps`` updates (a multiple of the
+sync period, so every round holds the same number of sync steps).
+
+Usage: python benchmarks/bench_optimizer.py [--sizes 256:2,2,3:5000,256:4,4,4:8000]
+       [--rounds 15] [--steps 10] [--groupings type_shape,role,role_depth]
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from transformers import BertConfig, FlaxBertModel, FlaxGPT2Model, FlaxRobertaMo
 from transformers import RobertaConfig
 
 import mmojax
+
+PAPER_WEIGHTS = {"bert": 1.0, "gpt2": 0.8, "roberta": 1.2}
 
 
 def model_tree(hidden: int, vocab: int, layers: tuple[int, int, int]):
@@ -43,17 +54,29 @@ def model_tree(hidden: int, vocab: int, layers: tuple[int, int, int]):
         treedef, [0.02 * jax.random.normal(k, s.shape, s.dtype) for k, s in zip(keys, leaves)])
 
 
-def compiled(tx, params, losses, apply):
-    """Jits one update; with ``apply`` the step also applies it (``params -> params``)."""
+def contenders(groupings):
+    base = dict(warmup_steps=100, total_steps=1000, model_weights=PAPER_WEIGHTS)
+    out = {"optax.adamw": optax.adamw(3e-5, weight_decay=0.01)}
+    for grouping in groupings:
+        out[f"mmo {grouping}"] = mmojax.multi_model_optimizer(grouping=grouping, **base)
+    out["mmo role_depth beta=0"] = mmojax.multi_model_optimizer(beta=0.0, **base)
+    out["mmo all off"] = mmojax.multi_model_optimizer(
+        alpha=0.0, beta=0.0, adaptive=False, warmup_steps=100, total_steps=1000)
+    return out
 
-    def update(grads, state, params):
+
+def compiled(tx, params, losses, donated: bool):
+    """One compiled step: donated update + apply (``params -> params``), or update only."""
+
+    def step(params, state, grads):
         updates, state = tx.update(grads, state, params, losses=losses)
-        return (optax.apply_updates(params, updates) if apply else updates), state
+        return (optax.apply_updates(params, updates) if donated else updates), state
 
+    fn = jax.jit(step, donate_argnums=(0, 1) if donated else ())
+    params = jax.tree.map(jnp.copy, params)  # the donated step consumes its own copy
     state = tx.init(params)
-    fn = jax.jit(update)
     exe = fn.lower(params, state, params).compile()
-    return fn, state, exe.memory_analysis()
+    return exe, params, state
 
 
 def peak_bytes(mem) -> int:
@@ -61,63 +84,93 @@ def peak_bytes(mem) -> int:
             - mem.alias_size_in_bytes)
 
 
+def measure(txs, params, grads, losses, donated: bool, rounds: int, steps: int):
+    built = {name: list(compiled(tx, params, losses, donated)) for name, tx in txs.items()}
+    times = {name: [] for name in txs}
+    for name, entry in built.items():  # warm up once, untimed
+        exe, p, s = entry
+        out, s = exe(p, s, grads)
+        entry[1:] = [out if donated else p, s]
+    for _ in range(rounds):  # interleaved, so drift hits every contender alike
+        for name, entry in built.items():
+            exe, p, s = entry
+            jax.block_until_ready((p, s))
+            start = time.perf_counter()
+            for _ in range(steps):
+                out, s = exe(p, s, grads)
+                if donated:
+                    p = out
+            jax.block_until_ready((out, s))
+            times[name].append((time.perf_counter() - start) / steps)
+            entry[1:] = [p, s]
+    mems = {name: entry[0].memory_analysis() for name, entry in built.items()}
+    return {name: statistics.median(t) for name, t in times.items()}, mems
+
+
+def report(title, med, mems, targets: bool):
+    print(f"\n{title}")
+    print(f"{'optimizer':<24}{'ms / update':>12}{'ratio':>8}{'peak MiB':>10}{'ratio':>8}"
+          f"{'temp MiB':>10}")
+    base_t, base_m = med["optax.adamw"], peak_bytes(mems["optax.adamw"])
+    for name in med:
+        t_ratio, m_ratio = med[name] / base_t, peak_bytes(mems[name]) / base_m
+        verdict = ""
+        if targets and name in ("mmo type_shape", "mmo role_depth"):
+            ok = t_ratio <= 1.5 and m_ratio <= 1.2
+            verdict = "  target <= 1.5 time, <= 1.2 memory: " + ("PASS" if ok else "MISS")
+        print(f"{name:<24}{1e3 * med[name]:>12.3f}{t_ratio:>8.3f}"
+              f"{peak_bytes(mems[name]) / 2**20:>10.1f}{m_ratio:>8.3f}"
+              f"{mems[name].temp_size_in_bytes / 2**20:>10.1f}{verdict}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--vocab", type=int, default=5000)
-    parser.add_argument("--layers", default="2,2,3")
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--sizes", default="256:2,2,3:5000,256:4,4,4:8000",
+                        help="hidden:bert,gpt2,roberta layers:vocab, comma-separated")
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=10, help="updates per timed round")
     parser.add_argument("--groupings", default="type_shape,role,role_depth",
                         help="comma-separated groupings of the full optimizer to time")
+    parser.add_argument("--no-update-only", action="store_true",
+                        help="skip the secondary update-only table")
     args = parser.parse_args()
-    layers = tuple(int(x) for x in args.layers.split(","))
-    params = model_tree(args.hidden, args.vocab, layers)
-    grads = jax.tree.map(lambda p: 1e-3 * jnp.ones_like(p), params)
-    losses = {m: jnp.float32(1.0) for m in params}
-    n_params = sum(x.size for x in jax.tree.leaves(params))
+    if args.steps < 1 or args.steps % 10:
+        parser.error("--steps must be a positive multiple of the sync period (10)")
+    sizes = []
+    for spec in _split_sizes(args.sizes):
+        hidden, layers, vocab = spec.split(":")
+        sizes.append((int(hidden), tuple(int(x) for x in layers.split(",")), int(vocab)))
+    device = jax.devices()[0]
+    print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
+          f"optax {optax.__version__}, mmojax {mmojax.__version__}")
+    txs = contenders(args.groupings.split(","))
+    for hidden, layers, vocab in sizes:
+        params = model_tree(hidden, vocab, layers)
+        grads = jax.tree.map(lambda p: 1e-3 * jnp.ones_like(p), params)
+        losses = {m: jnp.float32(1.0) for m in params}
+        n_params = sum(x.size for x in jax.tree.leaves(params))
+        print(f"\n=== tree: {n_params / 1e6:.2f}M parameters, hidden {hidden}, layers {layers}, "
+              f"vocab {vocab} ===")
+        med, mems = measure(txs, params, grads, losses, True, args.rounds, args.steps)
+        report(f"donated update + apply_updates (headline; {args.rounds} interleaved rounds of "
+               f"{args.steps} updates, medians)", med, mems, targets=True)
+        if not args.no_update_only:
+            med, mems = measure(txs, params, grads, losses, False, args.rounds, args.steps)
+            report("update only, not donated (secondary)", med, mems, targets=False)
 
-    contenders = {"optax.adamw": optax.adamw(3e-5, weight_decay=0.01)}
-    for grouping in args.groupings.split(","):
-        contenders[f"mmo {grouping}"] = mmojax.multi_model_optimizer(warmup_steps=100,
-                                                                     grouping=grouping)
-    contenders["mmo all off"] = mmojax.multi_model_optimizer(alpha=0.0, beta=0.0,
-                                                              adaptive=False)
-    plan = mmojax.sharing_plan(params)
-    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
-          f"jax {jax.__version__}, optax {optax.__version__}")
-    print(f"tree: {n_params / 1e6:.2f}M parameters, hidden {args.hidden}, layers {layers}, "
-          f"{len(plan.shared_groups)} shared keys")
-    for apply in (False, True):
-        built = {name: compiled(tx, params, losses, apply) for name, tx in contenders.items()}
-        times = {name: [] for name in contenders}
-        for _ in range(args.rounds):  # interleaved, so drift hits every contender alike
-            for name, (fn, state, mem) in built.items():
-                p = params
-                jax.block_until_ready(fn(grads, state, p))
-                start = time.perf_counter()
-                for _ in range(args.steps):
-                    out, state = fn(grads, state, p)
-                    if apply:
-                        p = out
-                jax.block_until_ready(out)
-                times[name].append((time.perf_counter() - start) / args.steps)
-                built[name] = (fn, state, mem)
-        title = "update + apply_updates" if apply else "update only"
-        print(f"\n{title} ({args.rounds} interleaved rounds of {args.steps} updates, medians)")
-        print(f"{'optimizer':<20}{'ms / update':>14}{'peak MiB':>12}{'temp MiB':>12}")
-        for name in contenders:
-            mem = built[name][2]
-            print(f"{name:<20}{1e3 * statistics.median(times[name]):>14.3f}"
-                  f"{peak_bytes(mem) / 2**20:>12.1f}{mem.temp_size_in_bytes / 2**20:>12.1f}")
-        base_t = statistics.median(times["optax.adamw"])
-        base_m = peak_bytes(built["optax.adamw"][2])
-        for name in contenders:
-            if name != "optax.adamw":
-                t_ratio = statistics.median(times[name]) / base_t
-                m_ratio = peak_bytes(built[name][2]) / base_m
-                print(f"ratio {name} / optax.adamw: time {t_ratio:.3f} (target <= 1.5), "
-                      f"peak memory {m_ratio:.3f} (target <= 1.2)")
+
+def _split_sizes(text: str) -> list[str]:
+    """``"256:2,2,3:5000,256:4,4,4:8000"`` -> ``["256:2,2,3:5000", "256:4,4,4:8000"]``."""
+    out, fields = [], text.split(":")
+    # fields: hidden, "l,l,l", "vocab,hidden", "l,l,l", "vocab"
+    hidden = fields[0]
+    for i in range(1, len(fields) - 1, 2):
+        layers, tail = fields[i], fields[i + 1]
+        vocab, _, next_hidden = tail.partition(",")
+        out.append(f"{hidden}:{layers}:{vocab}")
+        hidden = next_hidden
+    return out
+
 
 if __name__ == "__main__":
     main()
