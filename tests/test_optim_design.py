@@ -271,3 +271,35 @@ def test_import_mmojax_loads_no_model_stack():
             "('flax', 'transformers', 'orbax', 'matplotlib')]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_optimizer_layer_has_no_import_cycles():
+    import ast
+    import pathlib
+
+    root = pathlib.Path(mmojax.optim.__file__).parent
+    graph = {}
+    for path in root.glob("_*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "mmojax.optim":
+                deps |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "mmojax.optim._"):
+                deps.add(node.module.rsplit(".", 1)[1])
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [
+                    node.module or ""]
+                assert not any(n.split(".")[0] in ("flax", "transformers", "orbax")
+                               or n.startswith(("mmojax.train", "mmojax.models", "mmojax.data"))
+                               for n in names), f"{path.name} imports {names}"
+        graph[path.stem] = deps
+
+    def visit(node, stack):
+        assert node not in stack, f"import cycle: {' -> '.join([*stack, node])}"
+        for dep in graph.get(node, ()):
+            visit(dep, [*stack, node])
+
+    for module in graph:
+        visit(module, [])
+    assert "_pool" not in graph["_plan"] and "_weights" in graph["_pool"]
