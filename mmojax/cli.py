@@ -321,8 +321,9 @@ def _resume_config(args: argparse.Namespace, argv: Sequence[str]):
                                            if m in saved.models} == saved.model_weights:
             continue
         elif value != getattr(saved, field):
-            refused.append(f"{_flag(field)} {_show(value)} (the run's: "
-                           f"{_show(getattr(saved, field))})")
+            given_text = _flag(field) if isinstance(value, bool) else \
+                f"{_flag(field)} {_show(value)}"
+            refused.append(f"{given_text} (the run's {field}: {_show(getattr(saved, field))})")
     if refused:
         allowed = ", ".join(_flag(f) for f in _config.RESUMABLE_FIELDS if f != "workdir")
         raise ValueError(
