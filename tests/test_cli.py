@@ -184,3 +184,20 @@ def test_readme_says_how_long_tests_take_and_how_to_skip_slow_ones():
     assert 'python -m pytest tests -m "not slow"' in text
     assert re.search(r"tests? take[s]? about \d+ min", text)
     assert "--task sst2" in text and "majority" in text
+
+
+def test_resume_names_each_refused_flag_before_touching_anything(tmp_path, capsys):
+    from mmojax.train import TrainConfig
+
+    saved = TrainConfig(workdir=str(tmp_path)).to_dict()
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    code = cli_main(["train", "--workdir", str(tmp_path), "--resume", "--no-decay",
+                     "--learning-rate", "5", "--model-weights", "bert=1,gpt2=0.8,roberta=1.2",
+                     "--max-steps", "3"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--no-decay (the run's cosine_decay: True)" in err
+    assert "--learning-rate 5.0 (the run's learning_rate: 3e-05)" in err
+    assert "--model-weights" not in err.split("On resume only")[0]  # same weights: accepted
+    assert "--max-steps" not in err.split("On resume only")[0]  # resumable: applied, not refused
+    assert json.loads((tmp_path / "config.json").read_text()) == saved
