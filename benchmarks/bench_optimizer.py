@@ -28,8 +28,14 @@ import time
 import jax
 import jax.numpy as jnp
 import optax
-from transformers import BertConfig, FlaxBertModel, FlaxGPT2Model, FlaxRobertaModel, GPT2Config
-from transformers import RobertaConfig
+from transformers import (
+    BertConfig,
+    FlaxBertModel,
+    FlaxGPT2Model,
+    FlaxRobertaModel,
+    GPT2Config,
+    RobertaConfig,
+)
 
 import mmojax
 
@@ -37,21 +43,34 @@ PAPER_WEIGHTS = {"bert": 1.0, "gpt2": 0.8, "roberta": 1.2}
 
 
 def model_tree(hidden: int, vocab: int, layers: tuple[int, int, int]):
-    common = dict(hidden_size=hidden, num_attention_heads=4, intermediate_size=4 * hidden,
-                  vocab_size=vocab, max_position_embeddings=130)
+    common = dict(
+        hidden_size=hidden,
+        num_attention_heads=4,
+        intermediate_size=4 * hidden,
+        vocab_size=vocab,
+        max_position_embeddings=130,
+    )
     models = {
         "bert": FlaxBertModel(BertConfig(num_hidden_layers=layers[0], **common), _do_init=False),
-        "gpt2": FlaxGPT2Model(GPT2Config(n_embd=hidden, n_layer=layers[1], n_head=4,
-                                         vocab_size=vocab, n_positions=128), _do_init=False),
-        "roberta": FlaxRobertaModel(RobertaConfig(num_hidden_layers=layers[2], **common),
-                                    _do_init=False),
+        "gpt2": FlaxGPT2Model(
+            GPT2Config(
+                n_embd=hidden, n_layer=layers[1], n_head=4, vocab_size=vocab, n_positions=128
+            ),
+            _do_init=False,
+        ),
+        "roberta": FlaxRobertaModel(
+            RobertaConfig(num_hidden_layers=layers[2], **common), _do_init=False
+        ),
     }
-    shapes = {n: jax.eval_shape(lambda m=m: m.init_weights(jax.random.key(0), m.input_shape))
-              for n, m in models.items()}
+    shapes = {
+        n: jax.eval_shape(lambda m=m: m.init_weights(jax.random.key(0), m.input_shape))
+        for n, m in models.items()
+    }
     leaves, treedef = jax.tree.flatten(shapes)
     keys = jax.random.split(jax.random.key(0), len(leaves))
     return jax.tree.unflatten(
-        treedef, [0.02 * jax.random.normal(k, s.shape, s.dtype) for k, s in zip(keys, leaves)])
+        treedef, [0.02 * jax.random.normal(k, s.shape, s.dtype) for k, s in zip(keys, leaves)]
+    )
 
 
 def contenders(groupings):
@@ -61,7 +80,8 @@ def contenders(groupings):
         out[f"mmo {grouping}"] = mmojax.multi_model_optimizer(grouping=grouping, **base)
     out["mmo role_depth beta=0"] = mmojax.multi_model_optimizer(beta=0.0, **base)
     out["mmo all off"] = mmojax.multi_model_optimizer(
-        alpha=0.0, beta=0.0, adaptive=False, warmup_steps=100, total_steps=1000)
+        alpha=0.0, beta=0.0, adaptive=False, warmup_steps=100, total_steps=1000
+    )
     return out
 
 
@@ -80,14 +100,18 @@ def compiled(tx, params, losses, donated: bool):
 
 
 def peak_bytes(mem) -> int:
-    return (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-            - mem.alias_size_in_bytes)
+    return (
+        mem.argument_size_in_bytes
+        + mem.output_size_in_bytes
+        + mem.temp_size_in_bytes
+        - mem.alias_size_in_bytes
+    )
 
 
 def measure(txs, params, grads, losses, donated: bool, rounds: int, steps: int):
     built = {name: list(compiled(tx, params, losses, donated)) for name, tx in txs.items()}
     times = {name: [] for name in txs}
-    for name, entry in built.items():  # warm up once, untimed
+    for entry in built.values():  # warm up once, untimed
         exe, p, s = entry
         out, s = exe(p, s, grads)
         entry[1:] = [out if donated else p, s]
@@ -109,8 +133,10 @@ def measure(txs, params, grads, losses, donated: bool, rounds: int, steps: int):
 
 def report(title, med, mems, targets: bool):
     print(f"\n{title}")
-    print(f"{'optimizer':<24}{'ms / update':>12}{'ratio':>8}{'peak MiB':>10}{'ratio':>8}"
-          f"{'temp MiB':>10}")
+    print(
+        f"{'optimizer':<24}{'ms / update':>12}{'ratio':>8}{'peak MiB':>10}{'ratio':>8}"
+        f"{'temp MiB':>10}"
+    )
     base_t, base_m = med["optax.adamw"], peak_bytes(mems["optax.adamw"])
     for name in med:
         t_ratio, m_ratio = med[name] / base_t, peak_bytes(mems[name]) / base_m
@@ -118,21 +144,30 @@ def report(title, med, mems, targets: bool):
         if targets and name in ("mmo type_shape", "mmo role_depth"):
             ok = t_ratio <= 1.5 and m_ratio <= 1.2
             verdict = "  target <= 1.5 time, <= 1.2 memory: " + ("PASS" if ok else "MISS")
-        print(f"{name:<24}{1e3 * med[name]:>12.3f}{t_ratio:>8.3f}"
-              f"{peak_bytes(mems[name]) / 2**20:>10.1f}{m_ratio:>8.3f}"
-              f"{mems[name].temp_size_in_bytes / 2**20:>10.1f}{verdict}")
+        print(
+            f"{name:<24}{1e3 * med[name]:>12.3f}{t_ratio:>8.3f}"
+            f"{peak_bytes(mems[name]) / 2**20:>10.1f}{m_ratio:>8.3f}"
+            f"{mems[name].temp_size_in_bytes / 2**20:>10.1f}{verdict}"
+        )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="256:2,2,3:5000,256:4,4,4:8000",
-                        help="hidden:bert,gpt2,roberta layers:vocab, comma-separated")
+    parser.add_argument(
+        "--sizes",
+        default="256:2,2,3:5000,256:4,4,4:8000",
+        help="hidden:bert,gpt2,roberta layers:vocab, comma-separated",
+    )
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=10, help="updates per timed round")
-    parser.add_argument("--groupings", default="type_shape,role,role_depth",
-                        help="comma-separated groupings of the full optimizer to time")
-    parser.add_argument("--no-update-only", action="store_true",
-                        help="skip the secondary update-only table")
+    parser.add_argument(
+        "--groupings",
+        default="type_shape,role,role_depth",
+        help="comma-separated groupings of the full optimizer to time",
+    )
+    parser.add_argument(
+        "--no-update-only", action="store_true", help="skip the secondary update-only table"
+    )
     args = parser.parse_args()
     if args.steps < 1 or args.steps % 10:
         parser.error("--steps must be a positive multiple of the sync period (10)")
@@ -141,19 +176,28 @@ def main():
         hidden, layers, vocab = spec.split(":")
         sizes.append((int(hidden), tuple(int(x) for x in layers.split(",")), int(vocab)))
     device = jax.devices()[0]
-    print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
-          f"optax {optax.__version__}, mmojax {mmojax.__version__}")
+    print(
+        f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
+        f"optax {optax.__version__}, mmojax {mmojax.__version__}"
+    )
     txs = contenders(args.groupings.split(","))
     for hidden, layers, vocab in sizes:
         params = model_tree(hidden, vocab, layers)
         grads = jax.tree.map(lambda p: 1e-3 * jnp.ones_like(p), params)
         losses = {m: jnp.float32(1.0) for m in params}
         n_params = sum(x.size for x in jax.tree.leaves(params))
-        print(f"\n=== tree: {n_params / 1e6:.2f}M parameters, hidden {hidden}, layers {layers}, "
-              f"vocab {vocab} ===")
+        print(
+            f"\n=== tree: {n_params / 1e6:.2f}M parameters, hidden {hidden}, layers {layers}, "
+            f"vocab {vocab} ==="
+        )
         med, mems = measure(txs, params, grads, losses, True, args.rounds, args.steps)
-        report(f"donated update + apply_updates (headline; {args.rounds} interleaved rounds of "
-               f"{args.steps} updates, medians)", med, mems, targets=True)
+        report(
+            f"donated update + apply_updates (headline; {args.rounds} interleaved rounds of "
+            f"{args.steps} updates, medians)",
+            med,
+            mems,
+            targets=True,
+        )
         if not args.no_update_only:
             med, mems = measure(txs, params, grads, losses, False, args.rounds, args.steps)
             report("update only, not donated (secondary)", med, mems, targets=False)

@@ -82,7 +82,7 @@ class Contender:
 
     def run_calls(self, batch, calls: int) -> list[float]:
         """Seconds of each of ``calls`` single-part calls, blocking after each."""
-        (fn, state), = self.parts
+        ((fn, state),) = self.parts
         out = []
         for _ in range(calls):
             start = time.perf_counter()
@@ -95,10 +95,15 @@ class Contender:
 
 def grads_only() -> optax.GradientTransformation:
     """Zero updates; the state keeps the gradients' global norm (so backward is not removed)."""
-    return optax.with_extra_args_support(optax.GradientTransformation(
-        lambda params: jnp.zeros([], jnp.float32),
-        lambda updates, state, params=None: (jax.tree.map(jnp.zeros_like, updates),
-                                             optax.tree.norm(updates))))
+    return optax.with_extra_args_support(
+        optax.GradientTransformation(
+            lambda params: jnp.zeros([], jnp.float32),
+            lambda updates, state, params=None: (
+                jax.tree.map(jnp.zeros_like, updates),
+                optax.tree.norm(updates),
+            ),
+        )
+    )
 
 
 def build_contender(built, names, mode: str, batch, seed: int, accumulate: int) -> Contender:
@@ -107,9 +112,13 @@ def build_contender(built, names, mode: str, batch, seed: int, accumulate: int) 
     groups = [names] if not isinstance(names, list) else names
     parts, texts, lower_s, compile_s = [], [], 0.0, 0.0
     for group in groups:
-        config = TrainConfig(mode="independent" if mode == "grads-only" else mode, models=group,
-                             gradient_accumulation_steps=accumulate,
-                             batch_size=int(batch["labels"].shape[0]), seed=seed)
+        config = TrainConfig(
+            mode="independent" if mode == "grads-only" else mode,
+            models=group,
+            gradient_accumulation_steps=accumulate,
+            batch_size=int(batch["labels"].shape[0]),
+            seed=seed,
+        )
         tx = grads_only() if mode == "grads-only" else config.optimizer(TOTAL_UPDATES)
         fns = {m: _step.ModelFns(built[m].apply_fn, loss) for m in group}
         step = _step.make_train_step(fns, tx)
@@ -129,7 +138,7 @@ def hlo_summary(texts) -> str:
     """Counts of fusions, while/conditional ops and instructions in compiled HLO."""
     fusions = conds = whiles = instructions = 0
     for text in texts:
-        entry = text[text.find("ENTRY"):]
+        entry = text[text.find("ENTRY") :]
         fusions += len(re.findall(r"= \S+ fusion\(", text))
         conds += len(re.findall(r" conditional\(", text))
         whiles += len(re.findall(r" while\(", text))
@@ -145,20 +154,31 @@ def run_setting(name: str, args) -> None:
     batch_size, seq, vocab = SETTINGS[name]
     k = args.gradient_accumulation_steps
     sync_every = TrainConfig().sync_every
-    built = mmodels.build_models(NAMES, "small", "classification", vocab_size=vocab,
-                                 max_length=seq, num_labels=2, seed=0)
+    built = mmodels.build_models(
+        NAMES, "small", "classification", vocab_size=vocab, max_length=seq, num_labels=2, seed=0
+    )
     batch = random_batch(batch_size, seq, vocab)
     counts = {m: mmodels.parameter_count(built[m].params) for m in NAMES}
-    print(f"\n=== setting {name}: batch {batch_size}, seq {seq}, vocab {vocab}, "
-          f"gradient_accumulation_steps {k}, sync every {sync_every} updates ===")
-    print("models: " + ", ".join(f"{m} {n / 1e6:.3f}M" for m, n in counts.items())
-          + f"; total {sum(counts.values()) / 1e6:.3f}M parameters")
-    plan = {"mmo": (NAMES, "mmo"), "independent": (NAMES, "independent"),
-            "3 x independent": ([(m,) for m in NAMES], "independent")}
+    print(
+        f"\n=== setting {name}: batch {batch_size}, seq {seq}, vocab {vocab}, "
+        f"gradient_accumulation_steps {k}, sync every {sync_every} updates ==="
+    )
+    print(
+        "models: "
+        + ", ".join(f"{m} {n / 1e6:.3f}M" for m, n in counts.items())
+        + f"; total {sum(counts.values()) / 1e6:.3f}M parameters"
+    )
+    plan = {
+        "mmo": (NAMES, "mmo"),
+        "independent": (NAMES, "independent"),
+        "3 x independent": ([(m,) for m in NAMES], "independent"),
+    }
     if args.ablations:
         plan.update({mode: (NAMES, mode) for mode in ABLATIONS})
-    contenders = {label: build_contender(built, names, mode, batch, 0, k)
-                  for label, (names, mode) in plan.items()}
+    contenders = {
+        label: build_contender(built, names, mode, batch, 0, k)
+        for label, (names, mode) in plan.items()
+    }
     print(f"{'contender':<18}{'trace+lower s':>15}{'compile s':>12}")
     for label, c in contenders.items():
         print(f"{label:<18}{c.lower_s:>15.2f}{c.compile_s:>12.2f}")
@@ -174,15 +194,19 @@ def run_setting(name: str, args) -> None:
         for label, c in contenders.items():
             times[label].append(c.run(batch, calls) * k)
     med = {label: statistics.median(t) for label, t in times.items()}
-    print(f"\noptimizer update = {k} micro-batch(es); {args.rounds} interleaved rounds of "
-          f"{args.updates} updates, medians")
+    print(
+        f"\noptimizer update = {k} micro-batch(es); {args.rounds} interleaved rounds of "
+        f"{args.updates} updates, medians"
+    )
     print(f"{'contender':<18}{'ms / update':>12}{'min':>10}{'max':>10}")
     for label, t in times.items():
         print(f"{label:<18}{1e3 * med[label]:>12.2f}{1e3 * min(t):>10.2f}{1e3 * max(t):>10.2f}")
     base = med["independent"]
     ratio = med["mmo"] / base
-    print(f"ratio mmo / independent (one jit): {ratio:.3f} (target <= {TARGETS[name]:.2f}) "
-          f"{'PASS' if ratio <= TARGETS[name] else 'MISS'}")
+    print(
+        f"ratio mmo / independent (one jit): {ratio:.3f} (target <= {TARGETS[name]:.2f}) "
+        f"{'PASS' if ratio <= TARGETS[name] else 'MISS'}"
+    )
     print(f"ratio 3 x independent / independent (one jit): {med['3 x independent'] / base:.3f}")
     for mode in ABLATIONS if args.ablations else ():
         print(f"ratio {mode} / independent (one jit): {med[mode] / base:.3f}")
@@ -198,22 +222,30 @@ def run_setting(name: str, args) -> None:
             acc += [t for i, t in enumerate(per_call) if (first + i) % k != k - 1]
             fwd += only.run_calls(batch, calls)
         a, f = statistics.median(acc), statistics.median(fwd)
-        print(f"accumulate-only micro-batch (mmo): {1e3 * a:.2f} ms; forward+backward only: "
-              f"{1e3 * f:.2f} ms; ratio {a / f:.3f} (target <= 1.10) "
-              f"{'PASS' if a / f <= 1.10 else 'MISS'}")
+        print(
+            f"accumulate-only micro-batch (mmo): {1e3 * a:.2f} ms; forward+backward only: "
+            f"{1e3 * f:.2f} ms; ratio {a / f:.3f} (target <= 1.10) "
+            f"{'PASS' if a / f <= 1.10 else 'MISS'}"
+        )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds")
-    parser.add_argument("--updates", type=int, default=10,
-                        help="optimizer updates per contender per round (a multiple of 10)")
+    parser.add_argument(
+        "--updates",
+        type=int,
+        default=10,
+        help="optimizer updates per contender per round (a multiple of 10)",
+    )
     parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    parser.add_argument("--settings", default="default,update-heavy",
-                        help=f"comma-separated of {sorted(SETTINGS)}")
+    parser.add_argument(
+        "--settings", default="default,update-heavy", help=f"comma-separated of {sorted(SETTINGS)}"
+    )
     parser.add_argument("--warmup", type=int, default=2, help="untimed updates after compiling")
-    parser.add_argument("--ablations", action="store_true",
-                        help="also time the mmo ablation modes in one jit")
+    parser.add_argument(
+        "--ablations", action="store_true", help="also time the mmo ablation modes in one jit"
+    )
     parser.add_argument("--hlo", action="store_true", help="print compiled-HLO op counts")
     args = parser.parse_args()
     sync_every = TrainConfig().sync_every
@@ -226,8 +258,10 @@ def main():
     if unknown:
         parser.error(f"unknown settings {unknown}; choose from {sorted(SETTINGS)}")
     device = jax.devices()[0]
-    print(f"device: {device.device_kind} ({jax.default_backend()}, {jax.device_count()} "
-          f"device(s)), jax {jax.__version__}, optax {optax.__version__}")
+    print(
+        f"device: {device.device_kind} ({jax.default_backend()}, {jax.device_count()} "
+        f"device(s)), jax {jax.__version__}, optax {optax.__version__}"
+    )
     for name in settings:
         run_setting(name, args)
 

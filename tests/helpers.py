@@ -12,12 +12,23 @@ from mmojax.optim import _tree
 # Three models; "a" has two attention leaves of one key (several members per
 # key in one model), "c" has a transposed ffn kernel that pools with nobody.
 SHAPES = {
-    "a": {"attn": {"q": (4, 3), "k": (4, 3)}, "mlp": {"kernel": (3, 5), "bias": (5,)},
-          "norm": {"scale": (3,)}},
-    "b": {"attn": {"q": (4, 3)}, "mlp": {"kernel": (3, 5), "bias": (5,)},
-          "norm": {"scale": (3,)}, "head": {"kernel": (3, 2)}},
-    "c": {"attn": {"q": (4, 3), "v": (4, 3)}, "mlp": {"kernel": (5, 3)},
-          "embed": {"embedding": (10, 3)}, "norm": {"scale": (3,)}},
+    "a": {
+        "attn": {"q": (4, 3), "k": (4, 3)},
+        "mlp": {"kernel": (3, 5), "bias": (5,)},
+        "norm": {"scale": (3,)},
+    },
+    "b": {
+        "attn": {"q": (4, 3)},
+        "mlp": {"kernel": (3, 5), "bias": (5,)},
+        "norm": {"scale": (3,)},
+        "head": {"kernel": (3, 2)},
+    },
+    "c": {
+        "attn": {"q": (4, 3), "v": (4, 3)},
+        "mlp": {"kernel": (5, 3)},
+        "embed": {"embedding": (10, 3)},
+        "norm": {"scale": (3,)},
+    },
 }
 WEIGHTS = {"a": 1.0, "b": 0.8, "c": 1.2}
 
@@ -40,7 +51,9 @@ def to_flat_np(tree):
 
 def flat_keys(tree):
     labels = mmojax.classify_parameters(tree)
-    return {m: {p: (k.type, k.shape) for p, k in d.items()} for m, d in to_flat_np_obj(labels).items()}
+    return {
+        m: {p: (k.type, k.shape) for p, k in d.items()} for m, d in to_flat_np_obj(labels).items()
+    }
 
 
 def to_flat_np_obj(tree):
@@ -56,5 +69,6 @@ def assert_close_flat(tree, ref, rtol=1e-5, atol=1e-6):
     for m in ref:
         assert got[m].keys() == ref[m].keys()
         for p in ref[m]:
-            np.testing.assert_allclose(got[m][p], ref[m][p], rtol=rtol, atol=atol,
-                                       err_msg=f"{m}/{p}")
+            np.testing.assert_allclose(
+                got[m][p], ref[m][p], rtol=rtol, atol=atol, err_msg=f"{m}/{p}"
+            )

@@ -20,7 +20,7 @@ def normalise(weights, models):
 def _key_models(keys):
     owners = {}
     for m, paths in keys.items():
-        for p, k in paths.items():
+        for k in paths.values():
             owners.setdefault(k, set()).add(m)
     return owners
 
@@ -88,7 +88,7 @@ class Convergence:
         if self.count % self.every == 0:
             for m, hist in self.hist.items():
                 if len(hist) >= self.window:
-                    recent = np.array(hist[-self.window:])
+                    recent = np.array(hist[-self.window :])
                     slope = np.polyfit(np.arange(self.window), recent, 1)[0]
                     norm_rate = 1.0 / (1.0 + abs(slope))
                     self.rates[m] = self.ema * self.rates[m] + (1 - self.ema) * norm_rate
@@ -103,9 +103,28 @@ def schedule(t, lr, warmup, total=None, min_ratio=0.0):
     return value
 
 
-def run_optimizer(params, grads_seq, losses_seq, keys, *, lr, weights=None, alpha=0.2,
-                  beta=0.1, every=10, warmup=0, total=None, wd=0.01, b1=0.9, b2=0.999,
-                  eps=1e-8, adaptive=True, window=4, update_every=2, reduction="mean"):
+def run_optimizer(
+    params,
+    grads_seq,
+    losses_seq,
+    keys,
+    *,
+    lr,
+    weights=None,
+    alpha=0.2,
+    beta=0.1,
+    every=10,
+    warmup=0,
+    total=None,
+    wd=0.01,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    adaptive=True,
+    window=4,
+    update_every=2,
+    reduction="mean",
+):
     """The whole MultiModelOptimizer update, step by step, in float64."""
     models = list(params)
     w = normalise(weights, models)

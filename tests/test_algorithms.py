@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import reference
+from helpers import WEIGHTS, assert_close_flat, flat_keys, make_tree, to_flat_np
 
 import mmojax
-from helpers import WEIGHTS, assert_close_flat, flat_keys, make_tree, to_flat_np
-import reference
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -58,7 +58,9 @@ def test_sync_hand_traced_trajectory():
     # Two models, one shared leaf, constant updates, beta 0.5 every 2 updates.
     params = {"a": {"w": jnp.array([0.0])}, "b": {"w": jnp.array([10.0])}}
     updates = {"a": {"w": jnp.array([1.0])}, "b": {"w": jnp.array([-1.0])}}
-    tx = mmojax.sync_parameters(optax.identity(), beta=0.5, sync_every=2, model_weights={"a": 1.0, "b": 3.0})
+    tx = mmojax.sync_parameters(
+        optax.identity(), beta=0.5, sync_every=2, model_weights={"a": 1.0, "b": 3.0}
+    )
     state = tx.init(params)
     step = jax.jit(tx.update)
     trajectory = []
@@ -92,9 +94,13 @@ def test_sync_happens_on_updates_10_20():
 def test_convergence_matches_algorithm_3():
     models = ["a", "b"]
     window, every = 5, 3
-    tx = mmojax.scale_by_convergence(window, convergence_update_every=every,
-                                     convergence_ema=0.9, min_convergence_scale=0.5,
-                                     max_convergence_scale=1.5)
+    tx = mmojax.scale_by_convergence(
+        window,
+        convergence_update_every=every,
+        convergence_ema=0.9,
+        min_convergence_scale=0.5,
+        max_convergence_scale=1.5,
+    )
     g = {"a": {"w": jnp.ones(2)}, "b": {"w": jnp.ones(2)}}
     state = tx.init(g)
     step = jax.jit(tx.update)
@@ -118,12 +124,22 @@ def test_full_optimizer_matches_reference(accumulate):
     params = make_tree(4)
     steps = 12
     grads_seq = [make_tree(100 + t) for t in range(steps * accumulate)]
-    losses_seq = [{"a": 3.0 - 0.2 * t + 0.01 * t * t, "b": 2.0 - 0.05 * t, "c": 1.0 + 0.3 * t}
-                  for t in range(steps * accumulate)]
+    losses_seq = [
+        {"a": 3.0 - 0.2 * t + 0.01 * t * t, "b": 2.0 - 0.05 * t, "c": 1.0 + 0.3 * t}
+        for t in range(steps * accumulate)
+    ]
     tx = mmojax.multi_model_optimizer(
-        learning_rate=1e-2, model_weights=WEIGHTS, alpha=0.2, beta=0.1, sync_every=5,
-        warmup_steps=3, total_steps=20, convergence_window=4, convergence_update_every=2,
-        gradient_accumulation_steps=accumulate)
+        learning_rate=1e-2,
+        model_weights=WEIGHTS,
+        alpha=0.2,
+        beta=0.1,
+        sync_every=5,
+        warmup_steps=3,
+        total_steps=20,
+        convergence_window=4,
+        convergence_update_every=2,
+        gradient_accumulation_steps=accumulate,
+    )
     state = tx.init(params)
 
     @jax.jit
@@ -137,13 +153,28 @@ def test_full_optimizer_matches_reference(accumulate):
 
     # The reference sees the mean gradient and mean loss of each accumulation window.
     def mean_over(seq, fn):
-        return [fn(seq[i:i + accumulate]) for i in range(0, len(seq), accumulate)]
-    ref_grads = mean_over([to_flat_np(g) for g in grads_seq], lambda w: {
-        m: {k: sum(x[m][k] for x in w) / len(w) for k in w[0][m]} for m in w[0]})
+        return [fn(seq[i : i + accumulate]) for i in range(0, len(seq), accumulate)]
+
+    ref_grads = mean_over(
+        [to_flat_np(g) for g in grads_seq],
+        lambda w: {m: {k: sum(x[m][k] for x in w) / len(w) for k in w[0][m]} for m in w[0]},
+    )
     ref_losses = mean_over(losses_seq, lambda w: {m: sum(x[m] for x in w) / len(w) for m in w[0]})
     ref = reference.run_optimizer(
-        to_flat_np(params), ref_grads, ref_losses, flat_keys(params), lr=1e-2, weights=WEIGHTS,
-        alpha=0.2, beta=0.1, every=5, warmup=3, total=20, window=4, update_every=2)
+        to_flat_np(params),
+        ref_grads,
+        ref_losses,
+        flat_keys(params),
+        lr=1e-2,
+        weights=WEIGHTS,
+        alpha=0.2,
+        beta=0.1,
+        every=5,
+        warmup=3,
+        total=20,
+        window=4,
+        update_every=2,
+    )
     assert_close_flat(p, ref, rtol=2e-5, atol=2e-6)
 
 

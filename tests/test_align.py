@@ -5,11 +5,17 @@ import logging
 
 import jax
 import jax.numpy as jnp
-import optax
 import numpy as np
+import optax
 import pytest
-from transformers import BertConfig, FlaxBertModel, FlaxGPT2Model, FlaxRobertaModel, GPT2Config
-from transformers import RobertaConfig
+from transformers import (
+    BertConfig,
+    FlaxBertModel,
+    FlaxGPT2Model,
+    FlaxRobertaModel,
+    GPT2Config,
+    RobertaConfig,
+)
 from transformers.models.bert.modeling_flax_bert import FlaxBertLayer
 from transformers.models.gpt2.modeling_flax_gpt2 import FlaxGPT2Block
 
@@ -23,17 +29,35 @@ H = 8
 @functools.cache
 def hf_bare_shapes():
     """Abstract HF Flax base-model trees (no task prefix): BERT 2, GPT-2 2, RoBERTa 3 layers."""
-    bert = FlaxBertModel(BertConfig(hidden_size=H, num_hidden_layers=2, num_attention_heads=2,
-                                    intermediate_size=4 * H, vocab_size=11,
-                                    max_position_embeddings=16), _do_init=False)
-    roberta = FlaxRobertaModel(RobertaConfig(hidden_size=H, num_hidden_layers=3,
-                                             num_attention_heads=2, intermediate_size=4 * H,
-                                             vocab_size=11, max_position_embeddings=18),
-                               _do_init=False)
-    gpt2 = FlaxGPT2Model(GPT2Config(n_embd=H, n_layer=2, n_head=2, vocab_size=11,
-                                    n_positions=16), _do_init=False)
-    return {name: jax.eval_shape(lambda m=m: m.init_weights(jax.random.key(0), m.input_shape))
-            for name, m in (("bert", bert), ("gpt2", gpt2), ("roberta", roberta))}
+    bert = FlaxBertModel(
+        BertConfig(
+            hidden_size=H,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=4 * H,
+            vocab_size=11,
+            max_position_embeddings=16,
+        ),
+        _do_init=False,
+    )
+    roberta = FlaxRobertaModel(
+        RobertaConfig(
+            hidden_size=H,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            intermediate_size=4 * H,
+            vocab_size=11,
+            max_position_embeddings=18,
+        ),
+        _do_init=False,
+    )
+    gpt2 = FlaxGPT2Model(
+        GPT2Config(n_embd=H, n_layer=2, n_head=2, vocab_size=11, n_positions=16), _do_init=False
+    )
+    return {
+        name: jax.eval_shape(lambda m=m: m.init_weights(jax.random.key(0), m.input_shape))
+        for name, m in (("bert", bert), ("gpt2", gpt2), ("roberta", roberta))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +68,9 @@ def bare_shapes():
 @pytest.fixture(scope="module")
 def task_shapes():
     """mmojax's tiny task models (``bert/``, ``transformer/``, ``roberta/`` prefixes, heads)."""
-    models = mmojax.models.build_models("bert,gpt2,roberta", preset="tiny", vocab_size=100,
-                                        max_length=16)
+    models = mmojax.models.build_models(
+        "bert,gpt2,roberta", preset="tiny", vocab_size=100, max_length=16
+    )
     return jax.eval_shape(lambda: {n: m.params for n, m in models.items()})
 
 
@@ -57,8 +82,13 @@ def test_gpt2_views(bare_shapes):
     views = views_by_name(mmojax.align_parameters(bare_shapes))
     for k, role in enumerate(("q", "k", "v")):
         v = views[f"gpt2/h/1/attn/c_attn/kernel[{role}].T"]
-        assert (v.role, v.kind, v.shape, v.layer, v.num_layers) == (f"attn.{role}", "kernel",
-                                                                    (H, H), 1, 2)
+        assert (v.role, v.kind, v.shape, v.layer, v.num_layers) == (
+            f"attn.{role}",
+            "kernel",
+            (H, H),
+            1,
+            2,
+        )
         assert (v.index_map.axis, v.index_map.start, v.index_map.stop) == (0, k * H, (k + 1) * H)
         b = views[f"gpt2/h/1/attn/c_attn/bias[{role}]"]
         assert (b.role, b.kind, b.shape) == (f"attn.{role}", "bias", (H,))
@@ -114,18 +144,22 @@ def test_task_prefixes_and_heads(task_shapes, bare_shapes):
     assert views["bert/bert/pooler/dense/kernel"].role == "head.pool"
     # With or without the task model's prefix, a backbone leaf gets the same views.
     prefix = {"bert": "bert/", "gpt2": "transformer/", "roberta": "roberta/"}
-    prefixed = {(v.model, v.path[len(prefix[v.model]):], str(v.index_map)): (v.role, v.kind)
-                for v in alignment.views if v.path.startswith(prefix[v.model])}
-    bare = {(v.model, v.path, str(v.index_map)): (v.role, v.kind)
-            for v in mmojax.align_parameters(bare_shapes).views}
+    prefixed = {
+        (v.model, v.path[len(prefix[v.model]) :], str(v.index_map)): (v.role, v.kind)
+        for v in alignment.views
+        if v.path.startswith(prefix[v.model])
+    }
+    bare = {
+        (v.model, v.path, str(v.index_map)): (v.role, v.kind)
+        for v in mmojax.align_parameters(bare_shapes).views
+    }
     common = set(prefixed) & set(bare)
     assert len(common) > 60
     assert all(prefixed[k] == bare[k] for k in common)
 
 
 def _capture(module, variables, *args):
-    _, state = module.apply(variables, *args, capture_intermediates=True,
-                            mutable=["intermediates"])
+    _, state = module.apply(variables, *args, capture_intermediates=True, mutable=["intermediates"])
     return state["intermediates"]
 
 
@@ -134,44 +168,57 @@ def test_views_compute_x_at_w_plus_b_in_the_hf_modules():
     x = jax.random.normal(jax.random.key(0), (2, 5, H))
     gpt2 = FlaxGPT2Block(GPT2Config(n_embd=H, n_layer=1, n_head=2))
     g_vars = gpt2.init(jax.random.key(1), x)
-    g_vars = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(2), a.shape),
-                          g_vars)  # non-zero biases
-    bert = FlaxBertLayer(BertConfig(hidden_size=H, num_attention_heads=2,
-                                    intermediate_size=4 * H))
+    g_vars = jax.tree.map(
+        lambda a: a + 0.1 * jax.random.normal(jax.random.key(2), a.shape), g_vars
+    )  # non-zero biases
+    bert = FlaxBertLayer(BertConfig(hidden_size=H, num_attention_heads=2, intermediate_size=4 * H))
     mask = jnp.ones((2, 5))
     b_vars = bert.init(jax.random.key(3), x, mask, None)
-    params = {"bert": {"encoder": {"layer": {"0": b_vars["params"]}}},
-              "gpt2": {"h": {"0": g_vars["params"]}}}
+    params = {
+        "bert": {"encoder": {"layer": {"0": b_vars["params"]}}},
+        "gpt2": {"h": {"0": g_vars["params"]}},
+    }
     flat = jax.tree.leaves(params)
     views = views_by_name(mmojax.align_parameters(params))
 
     def w_b(model, prefix, tag=""):
         kernel = views[f"{model}/{prefix}/kernel{tag}{'.T' if model == 'gpt2' else ''}"]
         bias = views[f"{model}/{prefix}/bias{tag}"]
-        return (kernel.index_map.gather(flat[kernel.index]),
-                bias.index_map.gather(flat[bias.index]))
+        return (
+            kernel.index_map.gather(flat[kernel.index]),
+            bias.index_map.gather(flat[bias.index]),
+        )
 
     g = _capture(gpt2, g_vars, x)
     qkv = g["attn"]["c_attn"]["__call__"][0]
     for k, tag in enumerate("qkv"):
         w, b = w_b("gpt2", "h/0/attn/c_attn", f"[{tag}]")
-        np.testing.assert_allclose(g["ln_1"]["__call__"][0] @ w + b, qkv[..., k * H:(k + 1) * H],
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            g["ln_1"]["__call__"][0] @ w + b, qkv[..., k * H : (k + 1) * H], rtol=1e-5, atol=1e-5
+        )
     w, b = w_b("gpt2", "h/0/mlp/c_fc")
     fc = g["mlp"]["c_fc"]["__call__"][0]
     np.testing.assert_allclose(g["ln_2"]["__call__"][0] @ w + b, fc, rtol=1e-5, atol=1e-5)
     w, b = w_b("gpt2", "h/0/mlp/c_proj")
-    np.testing.assert_allclose(jax.nn.gelu(fc, approximate=True) @ w + b,
-                               g["mlp"]["c_proj"]["__call__"][0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        jax.nn.gelu(fc, approximate=True) @ w + b,
+        g["mlp"]["c_proj"]["__call__"][0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
     c = _capture(bert, b_vars, x, mask, None)
     w, b = w_b("bert", "encoder/layer/0/attention/self/query")
-    np.testing.assert_allclose(x @ w + b, c["attention"]["self"]["query"]["__call__"][0],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        x @ w + b, c["attention"]["self"]["query"]["__call__"][0], rtol=1e-5, atol=1e-5
+    )
     w, b = w_b("bert", "encoder/layer/0/intermediate/dense")
     np.testing.assert_allclose(
         c["attention"]["output"]["LayerNorm"]["__call__"][0] @ w + b,
-        c["intermediate"]["dense"]["__call__"][0], rtol=1e-5, atol=1e-5)
+        c["intermediate"]["dense"]["__call__"][0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_depth_pairing():
@@ -186,15 +233,20 @@ def test_depth_pairing():
         for grid in range(1, depth + 1):
             pairs = mmojax.depth_pairing(depth, grid=grid)
             assert sorted(pairs.values()) == list(range(grid))  # every slot, distinct layers
-            assert list(pairs) == sorted(pairs)                 # monotone in depth
+            assert list(pairs) == sorted(pairs)  # monotone in depth
 
 
 def test_role_depth_pairs_2_with_3_layers(bare_shapes):
     plan = mmojax.sharing_plan(bare_shapes, grouping="role_depth")
-    q = {g.key.depth: {m.model: m.layer for m in g.members} for g in plan.shared_groups
-         if g.key.role == "attn.q" and g.key.kind == "kernel"}
-    assert q == {(0, 2): {"bert": 0, "gpt2": 0, "roberta": 0},
-                 (1, 2): {"bert": 1, "gpt2": 1, "roberta": 2}}
+    q = {
+        g.key.depth: {m.model: m.layer for m in g.members}
+        for g in plan.shared_groups
+        if g.key.role == "attn.q" and g.key.kind == "kernel"
+    }
+    assert q == {
+        (0, 2): {"bert": 0, "gpt2": 0, "roberta": 0},
+        (1, 2): {"bert": 1, "gpt2": 1, "roberta": 2},
+    }
     assert len(plan.unpaired) == 16  # RoBERTa's middle layer: 16 leaves, none shared
     assert all(name.startswith("roberta/encoder/layer/1/") for name in plan.unpaired)
     assert "unpaired" in str(plan)
@@ -240,26 +292,28 @@ def test_role_plan_pairs_c_fc_with_bert_intermediate(bare_shapes):
 
     paper = partners(mmojax.sharing_plan(bare_shapes), "gpt2/h/0/mlp/c_fc/kernel")
     assert "bert/encoder/layer/0/output/dense/kernel" in paper  # the paper's mismatch
-    role = partners(mmojax.sharing_plan(bare_shapes, grouping="role"),
-                    "gpt2/h/0/mlp/c_fc/kernel.T")
+    role = partners(mmojax.sharing_plan(bare_shapes, grouping="role"), "gpt2/h/0/mlp/c_fc/kernel.T")
     assert "bert/encoder/layer/0/intermediate/dense/kernel" in role
     assert "bert/encoder/layer/0/output/dense/kernel" not in role
-    depth = partners(mmojax.sharing_plan(bare_shapes, grouping="role_depth"),
-                     "gpt2/h/1/attn/c_attn/kernel[q].T")
-    assert depth == {"gpt2/h/1/attn/c_attn/kernel[q].T",
-                     "bert/encoder/layer/1/attention/self/query/kernel",
-                     "roberta/encoder/layer/2/attention/self/query/kernel"}
+    depth = partners(
+        mmojax.sharing_plan(bare_shapes, grouping="role_depth"), "gpt2/h/1/attn/c_attn/kernel[q].T"
+    )
+    assert depth == {
+        "gpt2/h/1/attn/c_attn/kernel[q].T",
+        "bert/encoder/layer/1/attention/self/query/kernel",
+        "roberta/encoder/layer/2/attention/self/query/kernel",
+    }
     text = mmojax.sharing_plan(bare_shapes, grouping="role").describe()
     assert "gpt2/h/0/attn/c_attn/kernel[q].T" in text and "gpt2/h/0/attn/c_attn/bias[v]" in text
 
 
 def test_coverage(task_shapes, bare_shapes):
-    cover = {g: mmojax.sharing_plan(task_shapes, grouping=g).coverage()
-             for g in mmojax.GROUPINGS}
+    cover = {g: mmojax.sharing_plan(task_shapes, grouping=g).coverage() for g in mmojax.GROUPINGS}
     assert cover["role"]["gpt2"] > cover["type_shape"]["gpt2"]  # c_attn now shares
     assert cover["role_depth"] == cover["role"]  # equal depths: nothing left unpaired
-    cover = {g: mmojax.sharing_plan(bare_shapes, grouping=g).coverage()
-             for g in ("role", "role_depth")}
+    cover = {
+        g: mmojax.sharing_plan(bare_shapes, grouping=g).coverage() for g in ("role", "role_depth")
+    }
     assert cover["role_depth"]["bert"] == pytest.approx(cover["role"]["bert"])
     assert cover["role_depth"]["roberta"] < cover["role"]["roberta"]  # its unpaired layer
 
@@ -279,7 +333,8 @@ def test_unknown_layout_falls_back_with_a_warning(bare_shapes, caplog):
     # Those leaves group by (type, shape) among themselves, the paper's way.
     fallback = [g for g in plan.shared_groups if isinstance(g.key, mmojax.ParamKey)]
     assert [(str(g.key), [m.name for m in g.members], g.within_model) for g in fallback] == [
-        ("other(3, 3)", ["bert/mystery/w", "gpt2/mystery/w", "gpt2/other_thing/w"], True)]
+        ("other(3, 3)", ["bert/mystery/w", "gpt2/mystery/w", "gpt2/other_thing/w"], True)
+    ]
     # The type_shape plan does not warn; the transformations warn at init, not per update.
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="mmojax"):
@@ -293,11 +348,14 @@ def test_unknown_layout_falls_back_with_a_warning(bare_shapes, caplog):
 
 
 def test_custom_rules_first_match_wins():
-    params = {"x": {"blocks": {"0": {"wqkv": jnp.zeros((4, 12)), "norm": jnp.zeros(4)}}},
-              "y": {"layers": {"0": {"q": {"kernel": jnp.zeros((4, 4))}}}}}
+    params = {
+        "x": {"blocks": {"0": {"wqkv": jnp.zeros((4, 12)), "norm": jnp.zeros(4)}}},
+        "y": {"layers": {"0": {"q": {"kernel": jnp.zeros((4, 4))}}}},
+    }
     rules = (
-        mmojax.AlignRule(r"^x/blocks/(?P<layer>\d+)/wqkv$", ("attn.q", "attn.k", "attn.v"),
-                         kind="kernel"),
+        mmojax.AlignRule(
+            r"^x/blocks/(?P<layer>\d+)/wqkv$", ("attn.q", "attn.k", "attn.v"), kind="kernel"
+        ),
         mmojax.AlignRule(r"layers/(?P<layer>\d+)/q/kernel$", "attn.q"),
         mmojax.AlignRule(r"norm", "norm.attn", kind="scale"),
         mmojax.AlignRule(r".*", "never.reached"),
@@ -318,17 +376,24 @@ def test_custom_rules_first_match_wins():
 
 
 def test_rows_rule():
-    params = {"bert": {"embeddings": {"position_embeddings": {"embedding": jnp.zeros((6, 2))}}},
-              "roberta": {"embeddings": {"position_embeddings": {"embedding": jnp.zeros((8, 2))}}}}
+    params = {
+        "bert": {"embeddings": {"position_embeddings": {"embedding": jnp.zeros((6, 2))}}},
+        "roberta": {"embeddings": {"position_embeddings": {"embedding": jnp.zeros((8, 2))}}},
+    }
     plan = mmojax.sharing_plan(params, grouping="role")
     assert not plan.shared_groups  # (6, 2) vs (8, 2)
-    rules = (mmojax.AlignRule(r"^roberta/embeddings/position_embeddings/embedding$", "embed.pos",
-                              rows=(1, -1)), *mmojax.DEFAULT_ALIGN_RULES)
+    rules = (
+        mmojax.AlignRule(
+            r"^roberta/embeddings/position_embeddings/embedding$", "embed.pos", rows=(1, -1)
+        ),
+        *mmojax.DEFAULT_ALIGN_RULES,
+    )
     plan = mmojax.sharing_plan(params, grouping="role", align_rules=rules)
     (group,) = plan.shared_groups
     assert [m.name for m in group.members] == [
         "bert/embeddings/position_embeddings/embedding",
-        "roberta/embeddings/position_embeddings/embedding[1:7]"]
+        "roberta/embeddings/position_embeddings/embedding[1:7]",
+    ]
 
 
 def test_bad_alignment_settings():

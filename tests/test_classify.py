@@ -3,8 +3,14 @@
 import jax
 import jax.numpy as jnp
 import pytest
-from transformers import BertConfig, FlaxBertModel, FlaxGPT2Model, FlaxRobertaModel, GPT2Config
-from transformers import RobertaConfig
+from transformers import (
+    BertConfig,
+    FlaxBertModel,
+    FlaxGPT2Model,
+    FlaxRobertaModel,
+    GPT2Config,
+    RobertaConfig,
+)
 
 import mmojax
 from mmojax.optim import _tree
@@ -13,17 +19,34 @@ from mmojax.optim import _tree
 @pytest.fixture(scope="module")
 def hf_params():
     """Abstract HF Flax parameter trees (real names and shapes, no weights computed)."""
-    bert = FlaxBertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                    intermediate_size=64, vocab_size=100), _do_init=False)
-    roberta = FlaxRobertaModel(RobertaConfig(hidden_size=32, num_hidden_layers=2,
-                                             num_attention_heads=2, intermediate_size=64,
-                                             vocab_size=100), _do_init=False)
-    gpt2 = FlaxGPT2Model(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=100,
-                                    n_positions=64), _do_init=False)
+    bert = FlaxBertModel(
+        BertConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            vocab_size=100,
+        ),
+        _do_init=False,
+    )
+    roberta = FlaxRobertaModel(
+        RobertaConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            vocab_size=100,
+        ),
+        _do_init=False,
+    )
+    gpt2 = FlaxGPT2Model(
+        GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=64), _do_init=False
+    )
     shapes = {}
     for name, model in (("bert", bert), ("roberta", roberta), ("gpt2", gpt2)):
-        shapes[name] = jax.eval_shape(lambda m=model: m.init_weights(jax.random.key(0),
-                                                                      m.input_shape))
+        shapes[name] = jax.eval_shape(
+            lambda m=model: m.init_weights(jax.random.key(0), m.input_shape)
+        )
     return shapes
 
 
@@ -76,23 +99,39 @@ def test_hf_layouts_classified(hf_params):
 
 def test_generic_and_head_names():
     z = jnp.zeros((2, 2))
-    params = {"m": {
-        "layers_0": {"self_attn": {"q_proj": {"kernel": z}}, "mlp": {"up_proj": {"kernel": z}},
-                     "input_layernorm": {"weight": jnp.zeros(2)}},
-        "embed_tokens": {"embedding": z}, "lm_head": {"kernel": z},
-        "classifier": {"dense": {"kernel": z}}, "score": {"kernel": z}, "misc": z}}
+    params = {
+        "m": {
+            "layers_0": {
+                "self_attn": {"q_proj": {"kernel": z}},
+                "mlp": {"up_proj": {"kernel": z}},
+                "input_layernorm": {"weight": jnp.zeros(2)},
+            },
+            "embed_tokens": {"embedding": z},
+            "lm_head": {"kernel": z},
+            "classifier": {"dense": {"kernel": z}},
+            "score": {"kernel": z},
+            "misc": z,
+        }
+    }
     got = {p.split("/", 1)[1]: k.type for p, k in types_by_path(params).items()}
     assert got == {
-        "classifier/dense/kernel": "head", "embed_tokens/embedding": "embedding",
-        "layers_0/input_layernorm/weight": "norm", "layers_0/mlp/up_proj/kernel": "ffn",
-        "layers_0/self_attn/q_proj/kernel": "attention", "lm_head/kernel": "head",
-        "misc": "other", "score/kernel": "head"}
+        "classifier/dense/kernel": "head",
+        "embed_tokens/embedding": "embedding",
+        "layers_0/input_layernorm/weight": "norm",
+        "layers_0/mlp/up_proj/kernel": "ffn",
+        "layers_0/self_attn/q_proj/kernel": "attention",
+        "lm_head/kernel": "head",
+        "misc": "other",
+        "score/kernel": "head",
+    }
 
 
 def test_kernel_and_bias_get_different_keys(hf_params):
     got = types_by_path(hf_params)
-    assert (got["bert/encoder/layer/0/attention/self/query/kernel"]
-            != got["bert/encoder/layer/0/attention/self/query/bias"])
+    assert (
+        got["bert/encoder/layer/0/attention/self/query/kernel"]
+        != got["bert/encoder/layer/0/attention/self/query/bias"]
+    )
 
 
 def test_custom_rules_first_match_wins():

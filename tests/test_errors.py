@@ -29,13 +29,16 @@ def test_every_negative():
         mmojax.multi_model_optimizer(sync_every=-3)
 
 
-@pytest.mark.parametrize("weights,match", [
-    ({"a": -1.0}, "finite and >= 0"),
-    ({"a": math.inf}, "finite and >= 0"),
-    ({"a": math.nan}, "finite and >= 0"),
-    ({"a": "x"}, "must be a number"),
-    ({"a": 0.0, "b": 0.0}, "all be zero"),
-])
+@pytest.mark.parametrize(
+    "weights,match",
+    [
+        ({"a": -1.0}, "finite and >= 0"),
+        ({"a": math.inf}, "finite and >= 0"),
+        ({"a": math.nan}, "finite and >= 0"),
+        ({"a": "x"}, "must be a number"),
+        ({"a": 0.0, "b": 0.0}, "all be zero"),
+    ],
+)
 def test_bad_weight_values(weights, match):
     with pytest.raises((ValueError, TypeError), match=match):
         mmojax.share_gradients(model_weights=weights)
@@ -44,22 +47,31 @@ def test_bad_weight_values(weights, match):
 
 
 def test_weights_naming_unknown_models():
-    for tx in (mmojax.share_gradients(model_weights={"zzz": 1.0}),
-               mmojax.sync_parameters(optax.identity(), model_weights={"zzz": 1.0}),
-               mmojax.multi_model_optimizer(model_weights={"zzz": 1.0})):
+    for tx in (
+        mmojax.share_gradients(model_weights={"zzz": 1.0}),
+        mmojax.sync_parameters(optax.identity(), model_weights={"zzz": 1.0}),
+        mmojax.multi_model_optimizer(model_weights={"zzz": 1.0}),
+    ):
         with pytest.raises(ValueError, match=r"unknown models \['zzz'\]"):
             tx.init(PARAMS)
 
 
-@pytest.mark.parametrize("bad,exc,match", [
-    ([jnp.zeros(2)], TypeError, "must be a mapping"),
-    (jnp.zeros(2), TypeError, "must be a mapping"),
-    ({}, ValueError, "is empty"),
-    ({"a": {}}, ValueError, "has no parameters"),
-])
+@pytest.mark.parametrize(
+    "bad,exc,match",
+    [
+        ([jnp.zeros(2)], TypeError, "must be a mapping"),
+        (jnp.zeros(2), TypeError, "must be a mapping"),
+        ({}, ValueError, "is empty"),
+        ({"a": {}}, ValueError, "has no parameters"),
+    ],
+)
 def test_bad_params_tree(bad, exc, match):
-    for tx in (mmojax.share_gradients(), mmojax.sync_parameters(optax.identity()), mmojax.scale_by_convergence(),
-               mmojax.multi_model_optimizer()):
+    for tx in (
+        mmojax.share_gradients(),
+        mmojax.sync_parameters(optax.identity()),
+        mmojax.scale_by_convergence(),
+        mmojax.multi_model_optimizer(),
+    ):
         with pytest.raises(exc, match=match):
             tx.init(bad)
     with pytest.raises(exc, match=match):
@@ -83,8 +95,7 @@ def test_other_hyperparameters():
         mmojax.share_gradients(reduction="max")
     with pytest.raises(ValueError, match="convergence_window must be an integer >= 2"):
         mmojax.scale_by_convergence(convergence_window=1)
-    with pytest.raises(ValueError,
-                       match="max_convergence_scale must be >= min_convergence_scale"):
+    with pytest.raises(ValueError, match="max_convergence_scale must be >= min_convergence_scale"):
         mmojax.scale_by_convergence(min_convergence_scale=2.0, max_convergence_scale=1.0)
     with pytest.raises(ValueError, match="gradient_accumulation_steps"):
         mmojax.multi_model_optimizer(gradient_accumulation_steps=0)

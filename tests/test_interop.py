@@ -5,13 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import make_tree
 
 import mmojax
-from helpers import make_tree
 
 
 def assert_trees_differ(a, b):
     assert any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
 
 LOSSES = {"a": 1.0, "b": 2.0, "c": 0.5}
 
@@ -35,29 +36,57 @@ FACTORIES = {
     "sync_parameters": lambda: mmojax.sync_parameters(optax.identity(), beta=0.2, sync_every=1),
     "scale_by_convergence": lambda: mmojax.scale_by_convergence(2, convergence_update_every=1),
     "scale_by_model_learning_rate": lambda: mmojax.scale_by_model_learning_rate(
-        1e-2, model_weights={"a": 1.0, "b": 2.0, "c": 1.0}),
+        1e-2, model_weights={"a": 1.0, "b": 2.0, "c": 1.0}
+    ),
     "clip_by_model_global_norm": lambda: mmojax.clip_by_model_global_norm(0.5),
     "accumulate_gradients": lambda: mmojax.accumulate_gradients(
-        mmojax.scale_by_convergence(2, convergence_update_every=1),
-        gradient_accumulation_steps=2),
+        mmojax.scale_by_convergence(2, convergence_update_every=1), gradient_accumulation_steps=2
+    ),
     "multi_model_optimizer": lambda: mmojax.multi_model_optimizer(
-        learning_rate=1e-2, warmup_steps=2, sync_every=2, convergence_window=2,
-        convergence_update_every=1, clip_norm=1.0),
+        learning_rate=1e-2,
+        warmup_steps=2,
+        sync_every=2,
+        convergence_window=2,
+        convergence_update_every=1,
+        clip_norm=1.0,
+    ),
     "multi_model_optimizer_accum": lambda: mmojax.multi_model_optimizer(
-        learning_rate=1e-2, warmup_steps=0, sync_every=1, gradient_accumulation_steps=2,
-        convergence_window=2, convergence_update_every=1),
+        learning_rate=1e-2,
+        warmup_steps=0,
+        sync_every=1,
+        gradient_accumulation_steps=2,
+        convergence_window=2,
+        convergence_update_every=1,
+    ),
     "share_gradients_role": lambda: mmojax.share_gradients(alpha=0.3, **ROLE),
     "share_gradients_role_depth_sum": lambda: mmojax.share_gradients(
-        alpha=0.3, reduction="sum", **ROLE_DEPTH),
-    "sync_parameters_role": lambda: mmojax.sync_parameters(optax.identity(), beta=0.2, sync_every=1, **ROLE),
-    "sync_parameters_role_depth": lambda: mmojax.sync_parameters(optax.identity(), beta=0.2, sync_every=2, **ROLE_DEPTH),
+        alpha=0.3, reduction="sum", **ROLE_DEPTH
+    ),
+    "sync_parameters_role": lambda: mmojax.sync_parameters(
+        optax.identity(), beta=0.2, sync_every=1, **ROLE
+    ),
+    "sync_parameters_role_depth": lambda: mmojax.sync_parameters(
+        optax.identity(), beta=0.2, sync_every=2, **ROLE_DEPTH
+    ),
     "multi_model_optimizer_role": lambda: mmojax.multi_model_optimizer(
-        learning_rate=1e-2, warmup_steps=2, sync_every=2, convergence_window=2,
-        convergence_update_every=1, clip_norm=1.0, **ROLE),
+        learning_rate=1e-2,
+        warmup_steps=2,
+        sync_every=2,
+        convergence_window=2,
+        convergence_update_every=1,
+        clip_norm=1.0,
+        **ROLE,
+    ),
     "multi_model_optimizer_role_depth": lambda: mmojax.multi_model_optimizer(
-        learning_rate=1e-2, warmup_steps=0, sync_every=1, gradient_accumulation_steps=2,
-        convergence_window=2, convergence_update_every=1, model_weights={"a": 1.0, "b": 2.0},
-        **ROLE_DEPTH),
+        learning_rate=1e-2,
+        warmup_steps=0,
+        sync_every=1,
+        gradient_accumulation_steps=2,
+        convergence_window=2,
+        convergence_update_every=1,
+        model_weights={"a": 1.0, "b": 2.0},
+        **ROLE_DEPTH,
+    ),
 }
 
 
@@ -70,7 +99,7 @@ def run(tx, params, steps=3, jit=True):
     state = tx.init(params)
     update = jax.jit(tx.update) if jit else tx.update
     for i in range(steps):
-        grads = jax.tree.map(lambda p: p * (0.5 + i), params)
+        grads = jax.tree.map(lambda p, i=i: p * (0.5 + i), params)
         updates, state = update(grads, state, params, losses=LOSSES)
         params = optax.apply_updates(params, updates)
     return params, state

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import WEIGHTS, make_tree
 
 import mmojax
-from helpers import WEIGHTS, make_tree
 from mmojax.optim import _plan
 
 LOSSES = {"a": 1.0, "b": 2.0, "c": 0.5}
@@ -53,9 +53,16 @@ def test_donated_and_plain_steps_give_identical_parameters(grouping):
     # 25 updates span the sync steps 5, 10, ..., 25 and two convergence estimates.
     params = make_tree(1)
     tx = mmojax.multi_model_optimizer(
-        learning_rate=1e-2, warmup_steps=3, total_steps=40, model_weights=WEIGHTS,
-        sync_every=5, convergence_window=4, convergence_update_every=8, clip_norm=1.0,
-        grouping=grouping)
+        learning_rate=1e-2,
+        warmup_steps=3,
+        total_steps=40,
+        model_weights=WEIGHTS,
+        sync_every=5,
+        convergence_window=4,
+        convergence_update_every=8,
+        clip_norm=1.0,
+        grouping=grouping,
+    )
     donated = train(tx, params, 25, donate=True)
     plain = train(tx, params, 25, donate=False)
     assert_trees_differ(donated, params)
@@ -65,7 +72,7 @@ def test_donated_and_plain_steps_give_identical_parameters(grouping):
 def _entry_copies(compiled, min_elements):
     """``copy`` instructions of the entry computation moving at least ``min_elements``."""
     text = compiled.as_text()
-    entry = text[text.index("ENTRY"):]
+    entry = text[text.index("ENTRY") :]
     out = []
     for line in entry.splitlines():
         match = re.search(r"= \w+\[([\d,]*)\]\S* copy\(", line)
@@ -100,8 +107,9 @@ def test_sync_in_a_donated_step_copies_no_state(grouping):
 
 def test_multi_model_optimizer_in_a_donated_step_copies_no_state():
     params = {m: {"mlp": {"kernel": jnp.ones((64, 64)), "bias": jnp.ones(64)}} for m in "abc"}
-    tx = mmojax.multi_model_optimizer(learning_rate=1e-3, model_weights={"a": 1.0, "b": 2.0},
-                                      grouping="type_shape")
+    tx = mmojax.multi_model_optimizer(
+        learning_rate=1e-3, model_weights={"a": 1.0, "b": 2.0}, grouping="type_shape"
+    )
     assert _entry_copies(_donated_step(tx, params), 64) == []
 
 
@@ -123,20 +131,33 @@ def test_inject_hyperparams_share_gradients_without_recompiling():
 
     state = tx.init(grads)
     out, state = step(grads, state)
-    assert_trees_equal(out, mmojax.share_gradients(0.2).update(grads, None)[0], rtol=1e-6, atol=1e-7)
+    assert_trees_equal(
+        out, mmojax.share_gradients(0.2).update(grads, None)[0], rtol=1e-6, atol=1e-7
+    )
     state.hyperparams["alpha"] = retyped(state.hyperparams["alpha"], 0.7)
     out, state = step(grads, state)
-    assert_trees_equal(out, mmojax.share_gradients(0.7).update(grads, None)[0], rtol=1e-6, atol=1e-7)
+    assert_trees_equal(
+        out, mmojax.share_gradients(0.7).update(grads, None)[0], rtol=1e-6, atol=1e-7
+    )
     assert len(traces) == 1
 
 
 def test_inject_hyperparams_multi_model_optimizer_matches_and_never_recompiles():
     params = make_tree(3)
-    settings = dict(learning_rate=1e-2, alpha=0.3, beta=0.2, sync_every=3, warmup_steps=2,
-                    total_steps=30, convergence_window=3, convergence_update_every=2)
+    settings = dict(
+        learning_rate=1e-2,
+        alpha=0.3,
+        beta=0.2,
+        sync_every=3,
+        warmup_steps=2,
+        total_steps=30,
+        convergence_window=3,
+        convergence_update_every=2,
+    )
     static = ("gradient_accumulation_steps", "convergence_window", "convergence_update_every")
     injected = optax.inject_hyperparams(mmojax.multi_model_optimizer, static_args=static)(
-        **settings)
+        **settings
+    )
     traces = []
 
     def step(p, s, i):
@@ -160,14 +181,22 @@ def test_inject_hyperparams_multi_model_optimizer_matches_and_never_recompiles()
 def test_array_hyperparameters_equal_floats():
     params = make_tree(4)
     as_floats = mmojax.multi_model_optimizer(
-        learning_rate=1e-2, alpha=0.3, beta=0.2, sync_every=2, warmup_steps=0,
-        model_weights=WEIGHTS)
+        learning_rate=1e-2, alpha=0.3, beta=0.2, sync_every=2, warmup_steps=0, model_weights=WEIGHTS
+    )
     as_arrays = mmojax.multi_model_optimizer(
-        learning_rate=jnp.float32(1e-2), alpha=jnp.float32(0.3), beta=jnp.float32(0.2),
-        sync_every=jnp.int32(2), warmup_steps=0,
-        model_weights={m: jnp.float32(w) for m, w in WEIGHTS.items()})
-    assert_trees_equal(train(as_floats, params, 5, donate=False),
-                       train(as_arrays, params, 5, donate=False), rtol=1e-6, atol=1e-7)
+        learning_rate=jnp.float32(1e-2),
+        alpha=jnp.float32(0.3),
+        beta=jnp.float32(0.2),
+        sync_every=jnp.int32(2),
+        warmup_steps=0,
+        model_weights={m: jnp.float32(w) for m, w in WEIGHTS.items()},
+    )
+    assert_trees_equal(
+        train(as_floats, params, 5, donate=False),
+        train(as_arrays, params, 5, donate=False),
+        rtol=1e-6,
+        atol=1e-7,
+    )
 
 
 def test_traced_model_weights_equal_floats():
@@ -241,7 +270,8 @@ def test_plan_is_built_once(monkeypatch, caplog):
         step = jax.jit(lambda g, s, p: tx.update(g, s, p, losses={"x": 1.0, "y": 1.0}))
         step(params, state, params)
         jax.jit(lambda g, s, p: tx.update(g, s, p, losses={"x": 1.0, "y": 2.0}))(
-            params, state, params)
+            params, state, params
+        )
     assert len(calls) == 1
     assert sum("match no alignment rule" in r.getMessage() for r in caplog.records) == 1
 
@@ -250,10 +280,11 @@ def test_integer_leaves_are_left_untouched():
     params = {m: {"w": jnp.ones(3), "counter": jnp.array([5, 7, 9], jnp.int32)} for m in "ab"}
     params["b"]["counter"] = jnp.array([1, 2, 3], jnp.int32)
     for grouping in ("type_shape", "role_depth"):
-        tx = mmojax.multi_model_optimizer(learning_rate=0.5, beta=0.5, sync_every=1,
-                                          warmup_steps=0, grouping=grouping)
+        tx = mmojax.multi_model_optimizer(
+            learning_rate=0.5, beta=0.5, sync_every=1, warmup_steps=0, grouping=grouping
+        )
         p, s = params, tx.init(params)
-        for i in range(10):
+        for _ in range(10):
             grads = jax.tree.map(lambda x: jnp.ones(x.shape, jnp.float32), p)
             grads = {m: {"w": g["w"], "counter": jnp.zeros(3, jnp.int32)} for m, g in grads.items()}
             u, s = jax.jit(tx.update)(grads, s, p, losses={"a": 1.0, "b": 1.0})
@@ -267,8 +298,10 @@ def test_integer_leaves_are_left_untouched():
 
 
 def test_import_mmojax_loads_no_model_stack():
-    code = ("import sys, mmojax; heavy = [m for m in sys.modules if m.split('.')[0] in "
-            "('flax', 'transformers', 'orbax', 'matplotlib')]; print(heavy)")
+    code = (
+        "import sys, mmojax; heavy = [m for m in sys.modules if m.split('.')[0] in "
+        "('flax', 'transformers', 'orbax', 'matplotlib')]; print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -285,14 +318,20 @@ def test_the_optimizer_layer_has_no_import_cycles():
             if isinstance(node, ast.ImportFrom) and node.module == "mmojax.optim":
                 deps |= {alias.name for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
-                    "mmojax.optim._"):
+                "mmojax.optim._"
+            ):
                 deps.add(node.module.rsplit(".", 1)[1])
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [
-                    node.module or ""]
-                assert not any(n.split(".")[0] in ("flax", "transformers", "orbax")
-                               or n.startswith(("mmojax.train", "mmojax.models", "mmojax.data"))
-                               for n in names), f"{path.name} imports {names}"
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                )
+                assert not any(
+                    n.split(".")[0] in ("flax", "transformers", "orbax")
+                    or n.startswith(("mmojax.train", "mmojax.models", "mmojax.data"))
+                    for n in names
+                ), f"{path.name} imports {names}"
         graph[path.stem] = deps
 
     def visit(node, stack):

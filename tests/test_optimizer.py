@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import WEIGHTS, make_tree
 
 import mmojax
-from helpers import WEIGHTS, make_tree
 
 
 def train(tx, params, steps=15, losses=True):
@@ -39,22 +39,40 @@ def assert_trees_differ(a, b):
 def test_all_mechanisms_off_equals_adamw():
     params = make_tree(7)
     schedule = mmojax.warmup_cosine_schedule(1e-2, warmup_steps=4, total_steps=15)
-    ours, _ = train(mmojax.multi_model_optimizer(
-        learning_rate=schedule, alpha=0.0, beta=0.0, adaptive=False), params, losses=False)
+    ours, _ = train(
+        mmojax.multi_model_optimizer(learning_rate=schedule, alpha=0.0, beta=0.0, adaptive=False),
+        params,
+        losses=False,
+    )
     ref, _ = train(optax.adamw(schedule, weight_decay=0.01), params, losses=False)
     assert_trees_differ(ours, params)
     assert_trees_close(ours, ref)
     # Same through the float-rate path of the factory, and with sync_every=0.
-    ours2, _ = train(mmojax.multi_model_optimizer(
-        learning_rate=1e-2, warmup_steps=4, total_steps=15, alpha=0.0, beta=0.1, sync_every=0,
-        adaptive=False), params, losses=False)
+    ours2, _ = train(
+        mmojax.multi_model_optimizer(
+            learning_rate=1e-2,
+            warmup_steps=4,
+            total_steps=15,
+            alpha=0.0,
+            beta=0.1,
+            sync_every=0,
+            adaptive=False,
+        ),
+        params,
+        losses=False,
+    )
     assert_trees_close(ours2, ref)
 
 
 def test_mechanisms_change_the_result():
     params = make_tree(7)
-    base = dict(learning_rate=1e-2, warmup_steps=0, sync_every=3, convergence_window=3,
-                convergence_update_every=1)
+    base = dict(
+        learning_rate=1e-2,
+        warmup_steps=0,
+        sync_every=3,
+        convergence_window=3,
+        convergence_update_every=1,
+    )
     full, _ = train(mmojax.multi_model_optimizer(**base), params)
     for off in ({"alpha": 0.0}, {"beta": 0.0}, {"adaptive": False}):
         ablated, _ = train(mmojax.multi_model_optimizer(**{**base, **off}), params)
@@ -63,8 +81,13 @@ def test_mechanisms_change_the_result():
 
 def test_single_model_is_adamw():
     params = {"only": make_tree(3)["a"]}
-    ours, _ = train(mmojax.multi_model_optimizer(
-        learning_rate=1e-2, warmup_steps=0, adaptive=False, sync_every=1), params, losses=False)
+    ours, _ = train(
+        mmojax.multi_model_optimizer(
+            learning_rate=1e-2, warmup_steps=0, adaptive=False, sync_every=1
+        ),
+        params,
+        losses=False,
+    )
     ref, _ = train(optax.adamw(1e-2, weight_decay=0.01), params, losses=False)
     assert mmojax.sharing_plan(params).shared_groups == ()
     assert_trees_close(ours, ref)
@@ -102,12 +125,17 @@ def test_learning_rates_equal_weights_keep_base_rate():
 def test_learning_rates_follow_weights_schedule_and_convergence():
     params = make_tree()
     tx = mmojax.multi_model_optimizer(
-        learning_rate=1e-3, model_weights=WEIGHTS, warmup_steps=10, convergence_window=2,
-        convergence_update_every=1, max_convergence_scale=3.0)
+        learning_rate=1e-3,
+        model_weights=WEIGHTS,
+        warmup_steps=10,
+        convergence_window=2,
+        convergence_update_every=1,
+        max_convergence_scale=3.0,
+    )
     state = tx.init(params)
     grads = jax.tree.map(jnp.ones_like, params)
     losses = [{"a": 4.0, "b": 1.0, "c": 1.0}, {"a": 2.0, "b": 1.0, "c": 0.0}]
-    for t, loss in enumerate(losses):
+    for loss in losses:
         _, state = tx.update(grads, state, params, losses=loss)
     lrs = mmojax.learning_rates(state)
     rates = mmojax.convergence_rates(state)
@@ -121,8 +149,13 @@ def test_learning_rates_follow_weights_schedule_and_convergence():
 def test_accumulation_feeds_mean_loss_and_counts_updates():
     params = {"a": {"w": jnp.ones(2)}, "b": {"w": jnp.ones(2)}}
     tx = mmojax.multi_model_optimizer(
-        learning_rate=1e-2, warmup_steps=0, gradient_accumulation_steps=3, convergence_window=2,
-        convergence_update_every=1, sync_every=1)
+        learning_rate=1e-2,
+        warmup_steps=0,
+        gradient_accumulation_steps=3,
+        convergence_window=2,
+        convergence_update_every=1,
+        sync_every=1,
+    )
     state = tx.init(params)
     grads = jax.tree.map(jnp.ones_like, params)
     for loss in [1.0, 2.0, 6.0]:
@@ -159,10 +192,21 @@ def test_full_optimizer_equals_the_chain_of_its_transformations():
     params = make_tree(3)
     schedule = mmojax.warmup_cosine_schedule(1e-2, warmup_steps=3, total_steps=12)
     settings = dict(model_weights=WEIGHTS)
-    ours, ours_state = train(mmojax.multi_model_optimizer(
-        learning_rate=schedule, alpha=0.3, beta=0.2, sync_every=4, clip_norm=0.5,
-        convergence_window=3, convergence_update_every=2, gradient_accumulation_steps=2,
-        **settings), params, steps=24)
+    ours, ours_state = train(
+        mmojax.multi_model_optimizer(
+            learning_rate=schedule,
+            alpha=0.3,
+            beta=0.2,
+            sync_every=4,
+            clip_norm=0.5,
+            convergence_window=3,
+            convergence_update_every=2,
+            gradient_accumulation_steps=2,
+            **settings,
+        ),
+        params,
+        steps=24,
+    )
     chain = optax.chain(
         mmojax.clip_by_model_global_norm(0.5),
         mmojax.share_gradients(0.3, **settings),
@@ -172,8 +216,9 @@ def test_full_optimizer_equals_the_chain_of_its_transformations():
         mmojax.scale_by_model_learning_rate(schedule, **settings),
     )
     synced = mmojax.sync_parameters(chain, beta=0.2, sync_every=4, **settings)
-    ref, _ = train(mmojax.accumulate_gradients(synced, gradient_accumulation_steps=2), params,
-                   steps=24)
+    ref, _ = train(
+        mmojax.accumulate_gradients(synced, gradient_accumulation_steps=2), params, steps=24
+    )
     assert_trees_differ(ours, params)
     assert_trees_close(ours, ref, rtol=1e-5, atol=1e-7)
     assert int(ours_state.inner_state.count) == 12

@@ -22,16 +22,26 @@ from mmojax.train import _coupling
 @pytest.mark.slow
 def test_reproduce_tiny_ablation_resumes_and_reports(tmp_path, monkeypatch):
     opts = repro.ReproduceOptions(
-        experiments=("ablation",), seeds=2, workdir=str(tmp_path / "rep"), preset="tiny",
-        synthetic_train=24, methods=("mmo", "independent", "distillation"),
-        settings=("literal-paper",), progress=False, compile_cache=False)
+        experiments=("ablation",),
+        seeds=2,
+        workdir=str(tmp_path / "rep"),
+        preset="tiny",
+        synthetic_train=24,
+        methods=("mmo", "independent", "distillation"),
+        settings=("literal-paper",),
+        progress=False,
+        compile_cache=False,
+    )
     path = repro.reproduce(opts)
     text = open(path).read()
     assert "## 1. Ablation" in text and "literal-paper" in text
     assert "| mmo |" in text and "| independent |" in text and "[82.4]" in text
     assert "## 6. Collapse diagnostics" in text and "## 8. What we found" in text
-    results = [json.load(open(os.path.join(d, "result.json")))
-               for d, _, files in os.walk(tmp_path / "rep" / "runs") if "result.json" in files]
+    results = [
+        json.load(open(os.path.join(d, "result.json")))
+        for d, _, files in os.walk(tmp_path / "rep" / "runs")
+        if "result.json" in files
+    ]
     # mmo + independent for 2 seeds, distillation students + teacher for 2 seeds.
     assert len(results) == 8
     # Finished runs drop their checkpoints (keep_checkpoints=False by default).
@@ -54,20 +64,27 @@ def test_default_ablation_settings_are_literal_paper_and_converging_tuned(tmp_pa
     opts = repro.ReproduceOptions(experiments=("ablation",), seeds=2, methods=("mmo",))
     plan = repro._experiments.plan_runs(opts, runner)
     assert [(s.setting.name, s.seed, s.learning_rate) for s, _ in plan] == [
-        ("literal-paper", 0, 3e-5), ("converging-tuned", 0, 1e-3),
-        ("literal-paper", 1, 3e-5), ("converging-tuned", 1, 1e-3)]
+        ("literal-paper", 0, 3e-5),
+        ("converging-tuned", 0, 1e-3),
+        ("literal-paper", 1, 3e-5),
+        ("converging-tuned", 1, 1e-3),
+    ]
     named = dataclasses.replace(opts, settings=("literal-tuned", "converging-paper"))
     assert {s.setting.name for s, _ in repro._experiments.plan_runs(named, runner)} == {
-        "literal-tuned", "converging-paper"}
+        "literal-tuned",
+        "converging-paper",
+    }
 
 
 @pytest.mark.slow
 def test_reproduce_keeps_compiled_executables_in_the_workdir(tmp_path):
     # In a subprocess: the cache is process-wide JAX configuration.
-    code = ("from mmojax import reproduce as r; r.reproduce(r.ReproduceOptions("
-            "experiments=('ablation',), seeds=1, workdir=%r, preset='tiny', synthetic_train=16,"
-            " methods=('independent',), settings=('literal-paper',), progress=False))"
-            % str(tmp_path / "rep"))
+    code = (
+        "from mmojax import reproduce as r; r.reproduce(r.ReproduceOptions("
+        f"experiments=('ablation',), seeds=1, workdir={str(tmp_path / 'rep')!r}, preset='tiny',"
+        " synthetic_train=16, methods=('independent',), settings=('literal-paper',),"
+        " progress=False))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
     assert os.listdir(tmp_path / "rep" / "jax-cache")
@@ -98,10 +115,13 @@ def test_mutual_learning_gradient_matches_hand_formula():
         return loss, {}
 
     fns = {m: mtrain.ModelFns(apply, ce) for m in ("a", "b")}
-    params = {"a": {"w": jnp.array([[0.5, -0.1], [0.2, 0.3]])},
-              "b": {"w": jnp.array([[-0.3, 0.4], [0.1, -0.2]])}}
-    tx = mmojax.multi_model_optimizer(learning_rate=0.1, alpha=0.0, beta=0.0, adaptive=False,
-                                      warmup_steps=0, weight_decay=0.0)
+    params = {
+        "a": {"w": jnp.array([[0.5, -0.1], [0.2, 0.3]])},
+        "b": {"w": jnp.array([[-0.3, 0.4], [0.1, -0.2]])},
+    }
+    tx = mmojax.multi_model_optimizer(
+        learning_rate=0.1, alpha=0.0, beta=0.0, adaptive=False, warmup_steps=0, weight_decay=0.0
+    )
     extra = _coupling.mutual_learning_loss(weight=1.0, temperature=1.0)
     values, grads = mtrain._step._coupled_grads(fns, extra, params, batch, {"a": None, "b": None})
 
@@ -125,6 +145,7 @@ def test_mutual_learning_gradient_matches_hand_formula():
 def test_distillation_loss_zero_when_student_matches_teacher():
     logits = jnp.array([[2.0, -1.0], [0.5, 0.5]])
     loss = _coupling.distillation_loss(1.0, 2.0)
-    assert float(loss("s", {"s": logits}, {"teacher_logits": logits})) == pytest.approx(0.0,
-                                                                                       abs=1e-7)
+    assert float(loss("s", {"s": logits}, {"teacher_logits": logits})) == pytest.approx(
+        0.0, abs=1e-7
+    )
     assert float(loss("s", {"s": -logits}, {"teacher_logits": logits})) > 0.1

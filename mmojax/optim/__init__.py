@@ -5,18 +5,18 @@ Imports only jax, numpy and optax. Every public name is re-exported by
 """
 
 from mmojax.optim._accumulate import AccumulateState as AccumulateState
-from mmojax.optim._clip import ClipByModelNormState as ClipByModelNormState
 from mmojax.optim._accumulate import accumulate_gradients as accumulate_gradients
-from mmojax.optim._clip import clip_by_model_global_norm as clip_by_model_global_norm
 from mmojax.optim._align import DEFAULT_ALIGN_RULES as DEFAULT_ALIGN_RULES
-from mmojax.optim._align import AlignRule as AlignRule
 from mmojax.optim._align import Alignment as Alignment
+from mmojax.optim._align import AlignRule as AlignRule
 from mmojax.optim._align import ParamView as ParamView
 from mmojax.optim._align import align_parameters as align_parameters
 from mmojax.optim._classify import DEFAULT_RULES as DEFAULT_RULES
 from mmojax.optim._classify import PARAM_TYPES as PARAM_TYPES
 from mmojax.optim._classify import ParamKey as ParamKey
 from mmojax.optim._classify import classify_parameters as classify_parameters
+from mmojax.optim._clip import ClipByModelNormState as ClipByModelNormState
+from mmojax.optim._clip import clip_by_model_global_norm as clip_by_model_global_norm
 from mmojax.optim._convergence import ConvergenceState as ConvergenceState
 from mmojax.optim._convergence import scale_by_convergence as scale_by_convergence
 from mmojax.optim._optimizer import MultiModelOptimizerState as MultiModelOptimizerState

@@ -75,8 +75,9 @@ def accumulate_gradients(
             missing = [m for m in state.losses if m not in losses]
             if missing:
                 raise ValueError(f"losses is missing models {missing}; got {sorted(losses)}")
-            loss_sum = {m: state.losses[m] + jnp.asarray(losses[m], jnp.float32)
-                        for m in state.losses}
+            loss_sum = {
+                m: state.losses[m] + jnp.asarray(losses[m], jnp.float32) for m in state.losses
+            }
         else:
             loss_sum = state.losses
         emit = state.mini_step == every_k - 1
@@ -95,8 +96,12 @@ def accumulate_gradients(
         def hold(operand):
             grads, loss_sum, inner_state = operand
             zeros = [jnp.zeros(u.shape, u.dtype) for u in jax.tree.leaves(updates)]
-            return (jax.tree.unflatten(jax.tree.structure(updates), zeros), grads, loss_sum,
-                    inner_state)
+            return (
+                jax.tree.unflatten(jax.tree.structure(updates), zeros),
+                grads,
+                loss_sum,
+                inner_state,
+            )
 
         out, grads, loss_sum, inner_state = jax.lax.cond(
             emit, apply_inner, hold, (grads, loss_sum, state.inner_state)

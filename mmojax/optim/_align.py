@@ -31,9 +31,23 @@ LEAF_KINDS = {"kernel": "kernel", "bias": "bias", "scale": "scale", "embedding":
 
 # The built-in roles, in the order a forward pass meets them (plans list groups
 # in this order; user roles may be any other strings).
-ROLES = ("embed.tok", "embed.pos", "embed.type", "norm.embed",
-         "attn.q", "attn.k", "attn.v", "attn.out", "norm.attn",
-         "mlp.up", "mlp.down", "norm.mlp", "norm.final", "head.pool", "head.out")
+ROLES = (
+    "embed.tok",
+    "embed.pos",
+    "embed.type",
+    "norm.embed",
+    "attn.q",
+    "attn.k",
+    "attn.v",
+    "attn.out",
+    "norm.attn",
+    "mlp.up",
+    "mlp.down",
+    "norm.mlp",
+    "norm.final",
+    "head.pool",
+    "head.out",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +95,9 @@ class AlignRule:
             raise ValueError(f"AlignRule has an invalid regex {self.pattern!r}: {err}") from None
         roles = self.role if isinstance(self.role, tuple) else (self.role,)
         if not roles or not all(isinstance(r, str) and r for r in roles):
-            raise TypeError(f"AlignRule role must be a non-empty str or tuple of them, "
-                            f"got {self.role!r}")
+            raise TypeError(
+                f"AlignRule role must be a non-empty str or tuple of them, got {self.role!r}"
+            )
         if len(set(roles)) != len(roles):
             raise ValueError(f"AlignRule roles of a fused leaf must differ, got {self.role!r}")
         if self.kind is not None and not (isinstance(self.kind, str) and self.kind):
@@ -90,12 +105,17 @@ class AlignRule:
         if not isinstance(self.transpose, bool):
             raise TypeError(f"AlignRule transpose must be a bool, got {self.transpose!r}")
         if self.rows is not None:
-            ok = (isinstance(self.rows, tuple) and len(self.rows) == 2
-                  and all(v is None or (isinstance(v, int) and not isinstance(v, bool))
-                          for v in self.rows))
+            ok = (
+                isinstance(self.rows, tuple)
+                and len(self.rows) == 2
+                and all(
+                    v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in self.rows
+                )
+            )
             if not ok:
-                raise TypeError(f"AlignRule rows must be a (start, stop) pair of ints, "
-                                f"got {self.rows!r}")
+                raise TypeError(
+                    f"AlignRule rows must be a (start, stop) pair of ints, got {self.rows!r}"
+                )
             if isinstance(self.role, tuple):
                 raise ValueError("AlignRule rows cannot be combined with a fused (tuple) role")
 
@@ -229,18 +249,21 @@ def _leaf_views(rule: AlignRule, shape: tuple[int, ...], name: str) -> list[tupl
         if shape[axis] % parts:
             raise ValueError(
                 f"align rule {rule.pattern!r} splits {name} {shape} into {parts} parts along "
-                f"axis {axis}, which does not divide {shape[axis]}")
+                f"axis {axis}, which does not divide {shape[axis]}"
+            )
         size = shape[axis] // parts
-        return [(role, IndexMap(axis, k * size, (k + 1) * size, transpose,
-                                tag=role.rsplit(".", 1)[-1]))
-                for k, role in enumerate(rule.role)]
+        return [
+            (role, IndexMap(axis, k * size, (k + 1) * size, transpose, tag=role.rsplit(".", 1)[-1]))
+            for k, role in enumerate(rule.role)
+        ]
     if rule.rows is not None:
         if ndim == 0:
             raise ValueError(f"align rule {rule.pattern!r} takes rows of the scalar {name}")
         start, stop, _ = slice(*rule.rows).indices(shape[0])
         if stop <= start:
-            raise ValueError(f"align rule {rule.pattern!r} takes no rows {rule.rows} of "
-                             f"{name} {shape}")
+            raise ValueError(
+                f"align rule {rule.pattern!r} takes no rows {rule.rows} of {name} {shape}"
+            )
         if (start, stop) != (0, shape[0]):
             return [(rule.role, IndexMap(0, start, stop, transpose))]
     return [(rule.role, IndexMap(transpose=transpose))]
@@ -282,13 +305,16 @@ def align_parameters(params: Any, *, rules: Sequence[AlignRule] | None = None) -
                 continue
             layer = match.groupdict().get("layer")
             if layer is not None and not layer.isdigit():
-                raise ValueError(f"align rule {rule.pattern!r}: layer {layer!r} of {name} "
-                                 "is not a number")
-            kind = rule.kind or LEAF_KINDS.get(leaf.path.rsplit("/", 1)[-1],
-                                               leaf.path.rsplit("/", 1)[-1])
+                raise ValueError(
+                    f"align rule {rule.pattern!r}: layer {layer!r} of {name} is not a number"
+                )
+            kind = rule.kind or LEAF_KINDS.get(
+                leaf.path.rsplit("/", 1)[-1], leaf.path.rsplit("/", 1)[-1]
+            )
             for role, index_map in _leaf_views(rule, leaf.shape, name):
-                found.append((leaf, index, role, kind, index_map,
-                              None if layer is None else int(layer)))
+                found.append(
+                    (leaf, index, role, kind, index_map, None if layer is None else int(layer))
+                )
             break
         else:
             unmatched.append((index, name))
@@ -297,10 +323,23 @@ def align_parameters(params: Any, *, rules: Sequence[AlignRule] | None = None) -
         if layer is not None:
             num_layers[leaf.model] = max(num_layers[leaf.model] or 0, layer + 1)
     views = tuple(
-        ParamView(leaf.model, leaf.path, index, role, kind, index_map.shape(leaf.shape), layer,
-                  None if layer is None else num_layers[leaf.model], index_map)
-        for leaf, index, role, kind, index_map, layer in found)
-    return Alignment(models=models, views=views,
-                     unmatched=tuple(n for _, n in unmatched),
-                     unmatched_indices=tuple(i for i, _ in unmatched),
-                     num_layers=num_layers)
+        ParamView(
+            leaf.model,
+            leaf.path,
+            index,
+            role,
+            kind,
+            index_map.shape(leaf.shape),
+            layer,
+            None if layer is None else num_layers[leaf.model],
+            index_map,
+        )
+        for leaf, index, role, kind, index_map, layer in found
+    )
+    return Alignment(
+        models=models,
+        views=views,
+        unmatched=tuple(n for _, n in unmatched),
+        unmatched_indices=tuple(i for i, _ in unmatched),
+        num_layers=num_layers,
+    )

@@ -131,13 +131,10 @@ def resolve_labels(params: Any, labels: LabelSpec) -> list[Any]:
     try:
         flat = treedef.flatten_up_to(labels)
     except (ValueError, TypeError) as err:
-        raise ValueError(
-            f"labels must have the structure of the parameter tree: {err}"
-        ) from None
+        raise ValueError(f"labels must have the structure of the parameter tree: {err}") from None
     for leaf in flat:
         try:
             hash(leaf)
         except TypeError:
             raise TypeError(f"labels must be hashable, got {type(leaf).__name__}") from None
     return flat
-

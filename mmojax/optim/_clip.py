@@ -15,7 +15,9 @@ class ClipByModelNormState(NamedTuple):
     """``clip_by_model_global_norm`` keeps no state."""
 
 
-def clip_by_model_global_norm(clip_norm: float | jax.Array) -> optax.GradientTransformationExtraArgs:
+def clip_by_model_global_norm(
+    clip_norm: float | jax.Array,
+) -> optax.GradientTransformationExtraArgs:
     """Clips each model's gradients by that model's own global norm.
 
     Model :math:`i`'s updates are scaled by ``min(1, clip_norm / ||g_i||)``

@@ -104,8 +104,9 @@ def scale_by_convergence(
     if low is not None and not low > 0:
         raise ValueError(f"min_convergence_scale must be > 0, got {min_scale}")
     if low is not None and high is not None and not high >= low:
-        raise ValueError(f"max_convergence_scale must be >= min_convergence_scale, got "
-                         f"{max_scale} < {min_scale}")
+        raise ValueError(
+            f"max_convergence_scale must be >= min_convergence_scale, got {max_scale} < {min_scale}"
+        )
 
     def init_fn(params):
         models = _tree.check_multi_model_tree(params)

@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 
 
-def rare_cond(pred: jax.Array, rare_fn: Callable[[Any], Any], common_fn: Callable[[Any], Any],
-              operands: Any) -> Any:
+def rare_cond(
+    pred: jax.Array, rare_fn: Callable[[Any], Any], common_fn: Callable[[Any], Any], operands: Any
+) -> Any:
     """``lax.cond(pred, rare_fn, common_fn, operands)``, batched as described above.
 
     ``rare_fn`` and ``common_fn`` must be pure functions of ``operands`` (they
@@ -43,17 +44,21 @@ def rare_cond(pred: jax.Array, rare_fn: Callable[[Any], Any], common_fn: Callabl
         in_axes = jax.tree.map(lambda b: 0 if b else None, operands_batched)
 
         def run(fn):
-            return lambda ops: jax.vmap(fn, in_axes=(in_axes,), out_axes=0,
-                                        axis_size=axis_size)(ops)
+            return lambda ops: jax.vmap(fn, in_axes=(in_axes,), out_axes=0, axis_size=axis_size)(
+                ops
+            )
 
         if not pred_batched:
             out = jax.lax.cond(pred, run(rare_fn), run(common_fn), operands)
         else:
+
             def some_member(ops):
                 rare, common = run(rare_fn)(ops), run(common_fn)(ops)
                 return jax.tree.map(
                     lambda r, c: jnp.where(pred.reshape((-1,) + (1,) * (r.ndim - 1)), r, c),
-                    rare, common)
+                    rare,
+                    common,
+                )
 
             out = jax.lax.cond(jnp.any(pred), some_member, run(common_fn), operands)
         return out, jax.tree.map(lambda _: True, out)

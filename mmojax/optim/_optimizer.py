@@ -48,8 +48,9 @@ def _named_chain(stages: dict[str, optax.GradientTransformation]):
     def update_fn(updates, state, params=None, **extra_args):
         new_state = {}
         for name, stage in stages.items():
-            updates, new_state[name] = stage.update(updates, getattr(state, name), params,
-                                                    **extra_args)
+            updates, new_state[name] = stage.update(
+                updates, getattr(state, name), params, **extra_args
+            )
         return updates, MultiModelOptimizerState(**new_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -62,8 +63,14 @@ def _keep_non_float() -> optax.GradientTransformation:
         if params is None:
             return updates, state
         return jax.tree.map(
-            lambda u, p: u if jnp.issubdtype(jnp.result_type(p), jnp.inexact)
-            else jnp.zeros(jnp.shape(p), jnp.result_type(p)), updates, params), state
+            lambda u, p: (
+                u
+                if jnp.issubdtype(jnp.result_type(p), jnp.inexact)
+                else jnp.zeros(jnp.shape(p), jnp.result_type(p))
+            ),
+            updates,
+            params,
+        ), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
@@ -189,36 +196,62 @@ def multi_model_optimizer(
     schedule = (
         learning_rate
         if callable(learning_rate)
-        else _schedule.warmup_cosine_schedule(learning_rate, warmup_steps=warmup_steps,
-                                              total_steps=total_steps, min_lr_ratio=min_lr_ratio)
+        else _schedule.warmup_cosine_schedule(
+            learning_rate,
+            warmup_steps=warmup_steps,
+            total_steps=total_steps,
+            min_lr_ratio=min_lr_ratio,
+        )
     )
     off = optax.identity()
     stages = {
         "clip": off if clip_norm is None else _clip.clip_by_model_global_norm(clip_norm),
-        "share": _sharing.share_gradients(alpha, model_weights=model_weights, labels=labels,
-                                          reduction=reduction, grouping=grouping,
-                                          align_rules=align_rules),
+        "share": _sharing.share_gradients(
+            alpha,
+            model_weights=model_weights,
+            labels=labels,
+            reduction=reduction,
+            grouping=grouping,
+            align_rules=align_rules,
+        ),
         "adam": optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype),
-        "weight_decay": (off if _weights.is_static_zero(weight_decay)
-                         else optax.add_decayed_weights(weight_decay, weight_decay_mask)),
+        "weight_decay": (
+            off
+            if _weights.is_static_zero(weight_decay)
+            else optax.add_decayed_weights(weight_decay, weight_decay_mask)
+        ),
         "convergence": _convergence.scale_by_convergence(
-            convergence_window, convergence_update_every=convergence_update_every,
-            convergence_ema=convergence_ema, min_convergence_scale=min_convergence_scale,
-            max_convergence_scale=max_convergence_scale) if adaptive else off,
-        "learning_rate": _schedule.scale_by_model_learning_rate(schedule,
-                                                                model_weights=model_weights),
+            convergence_window,
+            convergence_update_every=convergence_update_every,
+            convergence_ema=convergence_ema,
+            min_convergence_scale=min_convergence_scale,
+            max_convergence_scale=max_convergence_scale,
+        )
+        if adaptive
+        else off,
+        "learning_rate": _schedule.scale_by_model_learning_rate(
+            schedule, model_weights=model_weights
+        ),
         "keep_non_float": _keep_non_float(),
     }
     synced = _sync.sync_parameters(
-        _named_chain(stages), beta=beta, sync_every=sync_every, model_weights=model_weights,
-        labels=labels, grouping=grouping, align_rules=align_rules)
+        _named_chain(stages),
+        beta=beta,
+        sync_every=sync_every,
+        model_weights=model_weights,
+        labels=labels,
+        grouping=grouping,
+        align_rules=align_rules,
+    )
     return _accumulate.accumulate_gradients(
-        synced, gradient_accumulation_steps=gradient_accumulation_steps)
+        synced, gradient_accumulation_steps=gradient_accumulation_steps
+    )
 
 
 def _find_states(opt_state: Any, cls: type) -> list[Any]:
     return [
-        s for s in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda x: isinstance(x, cls))
+        s
+        for s in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda x: isinstance(x, cls))
         if isinstance(s, cls)
     ]
 

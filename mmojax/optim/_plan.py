@@ -189,14 +189,22 @@ class SharingPlan:
         for group in self.shared_groups:
             for member in group.members:
                 shared[member.model] += group.size
-        return {m: (shared[m] / self.model_sizes[m] if self.model_sizes[m] else 0.0)
-                for m in self.models}
+        return {
+            m: (shared[m] / self.model_sizes[m] if self.model_sizes[m] else 0.0)
+            for m in self.models
+        }
 
     def __str__(self) -> str:
         rows = [("key", "members", "elements", "models")]
         for group in self.shared_groups:
-            rows.append((str(group.key), str(len(group.members)),
-                         f"{group.size * len(group.members):,}", _models_column(group)))
+            rows.append(
+                (
+                    str(group.key),
+                    str(len(group.members)),
+                    f"{group.size * len(group.members):,}",
+                    _models_column(group),
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -206,9 +214,7 @@ class SharingPlan:
             summary += f" (grouping {self.grouping!r})"
         lines.append(summary)
         for model, frac in self.coverage().items():
-            lines.append(
-                f"  {model}: {frac:6.1%} of {self.model_sizes[model]:,} parameters shared"
-            )
+            lines.append(f"  {model}: {frac:6.1%} of {self.model_sizes[model]:,} parameters shared")
         if self.unmatched:
             lines.append(f"unmatched, grouped by (type, shape): {_some(self.unmatched)}")
         if self.unpaired:
@@ -216,8 +222,11 @@ class SharingPlan:
             for name in self.unpaired:
                 model, _, _ = name.partition("/")
                 counts[model] = counts.get(model, 0) + 1
-            lines.append("unpaired layer views (not shared): " + ", ".join(
-                f"{model} x{count}" for model, count in counts.items()) + " (plan.unpaired)")
+            lines.append(
+                "unpaired layer views (not shared): "
+                + ", ".join(f"{model} x{count}" for model, count in counts.items())
+                + " (plan.unpaired)"
+            )
         return "\n".join(lines)
 
     def describe(self) -> str:
@@ -254,8 +263,10 @@ def depth_pairing(num_layers: int, *, grid: int) -> dict[int, int]:
     pairs = {}
     for slot in range(grid):
         # |(i + 1/2)/L - (j + 1/2)/G| * 2 L G, in integers: no float ties.
-        layer = min(range(num_layers),
-                    key=lambda i: (abs((2 * i + 1) * grid - (2 * slot + 1) * num_layers), i))
+        layer = min(
+            range(num_layers),
+            key=lambda i: (abs((2 * i + 1) * grid - (2 * slot + 1) * num_layers), i),
+        )
         pairs[layer] = slot
     return pairs
 
@@ -265,9 +276,12 @@ def _type_shape_groups(leaves, flat_labels, indices) -> list[Group]:
     for index in indices:
         leaf = leaves[index]
         by_key.setdefault((flat_labels[index], leaf.shape), []).append(
-            Member(leaf.model, leaf.path, index))
-    return [Group(key=label, shape=shape, members=tuple(members))
-            for (label, shape), members in by_key.items()]
+            Member(leaf.model, leaf.path, index)
+        )
+    return [
+        Group(key=label, shape=shape, members=tuple(members))
+        for (label, shape), members in by_key.items()
+    ]
 
 
 def _view_groups(views, by_depth: bool) -> tuple[list[Group], list[str]]:
@@ -290,9 +304,12 @@ def _view_groups(views, by_depth: bool) -> tuple[list[Group], list[str]]:
             depth = (slot, grid)
         view = None if v.index_map.is_identity else v.index_map
         by_key.setdefault(ViewKey(v.role, v.kind, v.shape, depth), []).append(
-            Member(v.model, v.path, v.index, view, v.layer))
-    groups = [Group(key=k, shape=k.shape, members=tuple(ms), within_model=False)
-              for k, ms in by_key.items()]
+            Member(v.model, v.path, v.index, view, v.layer)
+        )
+    groups = [
+        Group(key=k, shape=k.shape, members=tuple(ms), within_model=False)
+        for k, ms in by_key.items()
+    ]
     return sorted(groups, key=_forward_order), unpaired
 
 
@@ -314,8 +331,13 @@ def _is_float(dtype: Any) -> bool:
     return dtype is not None and jax.numpy.issubdtype(dtype, jax.numpy.inexact)
 
 
-def make_plan(params: Any, labels: Any = None, grouping: str = "type_shape",
-              align_rules: Any = None, warn: bool = True) -> SharingPlan:
+def make_plan(
+    params: Any,
+    labels: Any = None,
+    grouping: str = "type_shape",
+    align_rules: Any = None,
+    warn: bool = True,
+) -> SharingPlan:
     """Builds a plan (uncached); :func:`cached_plan` is what the transformations use."""
     check_grouping(grouping)
     models = _tree.check_multi_model_tree(params)
@@ -332,18 +354,24 @@ def make_plan(params: Any, labels: Any = None, grouping: str = "type_shape",
     views = [v for v in alignment.views if v.index in floating]
     groups, unpaired = _view_groups(views, by_depth=grouping == "role_depth")
     groups += _type_shape_groups(
-        leaves, flat_labels, [i for i in alignment.unmatched_indices if i in floating])
+        leaves, flat_labels, [i for i in alignment.unmatched_indices if i in floating]
+    )
     if alignment.unmatched and warn:
         logger.warning(
             "grouping %r: %d leaves match no alignment rule and fall back to (type, shape) "
-            "grouping among themselves: %s", grouping, len(alignment.unmatched),
-            _some(alignment.unmatched))
-    return SharingPlan(models, tuple(groups), sizes, len(leaves), grouping,
-                       alignment.unmatched, tuple(unpaired))
+            "grouping among themselves: %s",
+            grouping,
+            len(alignment.unmatched),
+            _some(alignment.unmatched),
+        )
+    return SharingPlan(
+        models, tuple(groups), sizes, len(leaves), grouping, alignment.unmatched, tuple(unpaired)
+    )
 
 
-def sharing_plan(params: Any, *, labels: Any = None, grouping: str = "type_shape",
-                 align_rules: Any = None) -> SharingPlan:
+def sharing_plan(
+    params: Any, *, labels: Any = None, grouping: str = "type_shape", align_rules: Any = None
+) -> SharingPlan:
     """Builds the static :class:`SharingPlan` of a multi-model tree.
 
     A group shares when its members come from at least two models (sharing is
@@ -406,10 +434,17 @@ def _labels_key(labels: Any) -> Any:
 def _plan_key(params: Any, labels: Any, grouping: str, align_rules: Any):
     """A hashable key of everything a plan depends on, or ``None`` if there is none."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    specs = tuple((tuple(np.shape(x)), str(x.dtype if hasattr(x, "dtype") else np.result_type(x)))
-                  for x in leaves)
-    key = (treedef, specs, _labels_key(labels), grouping,
-           None if align_rules is None else tuple(align_rules))
+    specs = tuple(
+        (tuple(np.shape(x)), str(x.dtype if hasattr(x, "dtype") else np.result_type(x)))
+        for x in leaves
+    )
+    key = (
+        treedef,
+        specs,
+        _labels_key(labels),
+        grouping,
+        None if align_rules is None else tuple(align_rules),
+    )
     try:
         hash(key)
     except TypeError:
@@ -421,12 +456,14 @@ def _plan_key(params: Any, labels: Any, grouping: str, align_rules: Any):
 def _plan_from_key(key, labels) -> SharingPlan:
     treedef, specs, _, grouping, align_rules = key
     abstract = jax.tree_util.tree_unflatten(
-        treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in specs])
+        treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in specs]
+    )
     return make_plan(abstract, labels.value, grouping, align_rules, warn=True)
 
 
-def cached_plan(params: Any, labels: Any = None, grouping: str = "type_shape",
-                align_rules: Any = None) -> SharingPlan:
+def cached_plan(
+    params: Any, labels: Any = None, grouping: str = "type_shape", align_rules: Any = None
+) -> SharingPlan:
     """The plan of ``params``, built once per structure, shapes, dtypes, labels and rules.
 
     Built from the abstract shapes, so it is the same for arrays, tracers and

@@ -43,8 +43,9 @@ def pool_recipe(group: _plan.Group, weights: Mapping[str, float]) -> PoolRecipe:
     ws = [weights[m] for m in models]
     everyone = tuple(range(len(models)))
     if group.within_model or len(set(models)) == len(models):
-        return PoolRecipe((everyone,), (0,) * len(models), (False,) * len(models),
-                          (sum(ws),) * len(models))
+        return PoolRecipe(
+            (everyone,), (0,) * len(models), (False,) * len(models), (sum(ws),) * len(models)
+        )
     buffers: list[tuple[int, ...]] = []
     reads, adds_self, totals = [], [], []
     for p, model in enumerate(models):
@@ -61,8 +62,10 @@ def pool_recipe(group: _plan.Group, weights: Mapping[str, float]) -> PoolRecipe:
 def pool_buffers(xs: Sequence[Any], ws: Sequence[float], recipe: PoolRecipe) -> list[Any]:
     """The weighted sums :math:`\\sum_q w_q x_q` of ``recipe.buffers``, in at least float32."""
     acc_dtype = jnp.result_type(*(x.dtype for x in xs), jnp.float32)
-    return [_weighted_sum([xs[q] for q in buffer], [ws[q] for q in buffer], acc_dtype)
-            for buffer in recipe.buffers]
+    return [
+        _weighted_sum([xs[q] for q in buffer], [ws[q] for q in buffer], acc_dtype)
+        for buffer in recipe.buffers
+    ]
 
 
 # From this many members on, a pool is one contraction over the stacked members.
@@ -76,12 +79,17 @@ def _weighted_sum(xs: Sequence[Any], ws: Sequence[float], dtype) -> jax.Array:
     if len(xs) < STACK_FROM:
         return sum(w * x.astype(dtype) for w, x in zip(ws, xs))
     stacked = jnp.stack([x.astype(dtype) for x in xs])
-    return jnp.tensordot(jnp.stack([jnp.asarray(w, dtype) for w in ws]), stacked, axes=1,
-                         precision=jax.lax.Precision.HIGHEST)
+    return jnp.tensordot(
+        jnp.stack([jnp.asarray(w, dtype) for w in ws]),
+        stacked,
+        axes=1,
+        precision=jax.lax.Precision.HIGHEST,
+    )
 
 
-def member_pool(buffers: Sequence[Any], recipe: PoolRecipe, p: int, x: Any, w: float,
-                reduction: str = "mean"):
+def member_pool(
+    buffers: Sequence[Any], recipe: PoolRecipe, p: int, x: Any, w: float, reduction: str = "mean"
+):
     """The pool of member ``p`` (value ``x``, weight ``w``) from its group's buffers."""
     pool = buffers[recipe.reads[p]]
     if recipe.adds_self[p]:
@@ -134,4 +142,3 @@ def mix_groups(
     for index, leaf_parts in parts.items():
         out[index] = _views.scatter(flat[index], leaf_parts)
     return out
-

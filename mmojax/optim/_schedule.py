@@ -43,11 +43,15 @@ def warmup_cosine_schedule(
     _weights.check_period("warmup_steps", warmup_steps)
     if total_steps is not None:
         _weights.check_period("total_steps", total_steps)
-        if not _weights.is_traced(total_steps) and not _weights.is_traced(warmup_steps) \
-                and int(total_steps) <= int(warmup_steps):
+        if (
+            not _weights.is_traced(total_steps)
+            and not _weights.is_traced(warmup_steps)
+            and int(total_steps) <= int(warmup_steps)
+        ):
             raise ValueError(
                 f"total_steps must be None or an integer > warmup_steps ({warmup_steps}), "
-                f"got {total_steps!r}")
+                f"got {total_steps!r}"
+            )
     _weights.check_unit_interval("min_lr_ratio", min_lr_ratio)
 
     def schedule(count):

@@ -174,8 +174,11 @@ def sync_parameters(
             return ops[4], jnp.zeros([], jnp.float32)
 
         pools, token = _gate.rare_cond(
-            is_sync, rare, common,
-            (updates, state.inner_state, params, extra_args, state.pools, weights))
+            is_sync,
+            rare,
+            common,
+            (updates, state.inner_state, params, extra_args, state.pools, weights),
+        )
         inner_state = jax.tree.map(lambda x: _after(x, token), state.inner_state)
         out, inner_state = inner.update(updates, inner_state, params, **extra_args)
         out = _move(out, params, plan, weights, beta, pools, is_sync)
@@ -185,10 +188,11 @@ def sync_parameters(
 
 
 def _after(x: Any, token: jax.Array) -> Any:
-    """``x + 0`` with the zero taken from the conditional: orders ``x``'s in-place update after it."""
+    """``x + 0``, the zero taken from the conditional: orders ``x``'s in-place update after it."""
     dtype = getattr(x, "dtype", None)
-    if dtype is None or not (jnp.issubdtype(dtype, jnp.inexact)
-                             or jnp.issubdtype(dtype, jnp.integer)):
+    if dtype is None or not (
+        jnp.issubdtype(dtype, jnp.inexact) or jnp.issubdtype(dtype, jnp.integer)
+    ):
         return x
     return x + token.astype(dtype)
 

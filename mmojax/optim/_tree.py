@@ -44,7 +44,7 @@ def check_multi_model_tree(tree: Any, what: str = "params") -> tuple[str, ...]:
     """
     if not isinstance(tree, Mapping):
         raise TypeError(
-                f"{what} must be a mapping {{model_name: params_pytree}}, got {type(tree).__name__}"
+            f"{what} must be a mapping {{model_name: params_pytree}}, got {type(tree).__name__}"
         )
     if not tree:
         raise ValueError(f"{what} is empty: pass at least one model, {{model_name: params}}")
@@ -60,9 +60,7 @@ def check_multi_model_tree(tree: Any, what: str = "params") -> tuple[str, ...]:
 
 
 def _flatten_models(tree: Mapping[str, Any]):
-    return jax.tree_util.tree_flatten_with_path(
-            {name: 0 for name in tree}
-    )[0]
+    return jax.tree_util.tree_flatten_with_path({name: 0 for name in tree})[0]
 
 
 def flatten_leaves(tree: Mapping[str, Any]) -> tuple[list[FlatLeaf], Any]:
@@ -75,13 +73,13 @@ def flatten_leaves(tree: Mapping[str, Any]) -> tuple[list[FlatLeaf], Any]:
         for d in shape:
             size *= d
         leaves.append(
-                FlatLeaf(
-                        model=key_name(path[0]),
-                        path=path_string(path[1:]),
-                        shape=shape,
-                        dtype=getattr(leaf, "dtype", None),
-                        size=size,
-                )
+            FlatLeaf(
+                model=key_name(path[0]),
+                path=path_string(path[1:]),
+                shape=shape,
+                dtype=getattr(leaf, "dtype", None),
+                size=size,
+            )
         )
     return leaves, treedef
 

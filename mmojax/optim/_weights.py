@@ -70,9 +70,13 @@ def static_int(name: str, value: Any, minimum: int) -> int:
     if is_traced(value):
         raise TypeError(
             f"{name} sets a buffer size or the program's structure and must be a static "
-            f"integer; with optax.inject_hyperparams pass static_args=({name!r}, ...)")
-    if isinstance(value, (jax.Array, np.ndarray, np.generic)) and np.ndim(value) == 0 \
-            and np.issubdtype(np.asarray(value).dtype, np.integer):
+            f"integer; with optax.inject_hyperparams pass static_args=({name!r}, ...)"
+        )
+    if (
+        isinstance(value, (jax.Array, np.ndarray, np.generic))
+        and np.ndim(value) == 0
+        and np.issubdtype(np.asarray(value).dtype, np.integer)
+    ):
         value = int(np.asarray(value))
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -135,8 +139,7 @@ def normalized_weights(
     unknown = sorted(set(model_weights) - set(models))
     if unknown:
         raise ValueError(
-            f"model_weights names unknown models {unknown}; the parameter tree has "
-            f"{list(models)}"
+            f"model_weights names unknown models {unknown}; the parameter tree has {list(models)}"
         )
     raw = {m: model_weights.get(m, 1.0) for m in models}
     if any(is_traced(w) for w in raw.values()):
