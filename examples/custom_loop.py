@@ -36,8 +36,9 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, h):
         h = h + nn.Dense(self.width, name="attention")(nn.LayerNorm(name="norm1")(h))
-        y = nn.gelu(nn.Dense(self.width * self.mlp_ratio, name="mlp_in")(
-            nn.LayerNorm(name="norm2")(h)))
+        y = nn.gelu(
+            nn.Dense(self.width * self.mlp_ratio, name="mlp_in")(nn.LayerNorm(name="norm2")(h))
+        )
         return h + nn.Dense(self.width, name="mlp_out")(y)
 
 
@@ -68,8 +69,7 @@ def make_rules(key):
     """One linear labelling rule per model: a shared rule plus a little noise."""
     k_shared, *k_models = jax.random.split(key, 1 + len(MODELS))
     shared = jax.random.normal(k_shared, (IN_DIM, NUM_CLASSES))
-    return {m: shared + 0.3 * jax.random.normal(k, shared.shape)
-            for m, k in zip(MODELS, k_models)}
+    return {m: shared + 0.3 * jax.random.normal(k, shared.shape) for m, k in zip(MODELS, k_models)}
 
 
 @functools.partial(jax.jit, static_argnames="batch")
@@ -135,9 +135,13 @@ def train(tx, name, steps, log_every, seed=0, batch=64):
                 lrs = {m: float(v) for m, v in mmojax.learning_rates(opt_state).items()}
             except ValueError:  # a chain without mmojax's per-model rates
                 lrs = {}
-            print(f"[{name}] step {step:4d}  " + "  ".join(
-                f"{m}: loss={float(losses[m]):.3f}"
-                + (f" lr={lrs[m]:.2e}" if m in lrs else "") for m in MODELS))
+            print(
+                f"[{name}] step {step:4d}  "
+                + "  ".join(
+                    f"{m}: loss={float(losses[m]):.3f}" + (f" lr={lrs[m]:.2e}" if m in lrs else "")
+                    for m in MODELS
+                )
+            )
     final = eval_losses(params, eval_data)
     print(f"[{name}] final eval loss:   " + ", ".join(f"{m}={v:.3f}" for m, v in final.items()))
     return {"initial": initial, "final": final}
@@ -158,16 +162,24 @@ def main():
     #    decay, convergence scaling) + periodic parameter sync, in one transform.
     warmup = max(1, steps // 10)
     mmo = mmojax.multi_model_optimizer(
-        learning_rate=3e-3, warmup_steps=warmup, total_steps=steps, weight_decay=1e-4,
-        alpha=0.2, beta=0.1, sync_every=10,
-        convergence_window=min(20, steps), convergence_update_every=10)
+        learning_rate=3e-3,
+        warmup_steps=warmup,
+        total_steps=steps,
+        weight_decay=1e-4,
+        alpha=0.2,
+        beta=0.1,
+        sync_every=10,
+        convergence_window=min(20, steps),
+        convergence_update_every=10,
+    )
     results = {"multi_model_optimizer": train(mmo, "mmo", steps, args.log_every)}
 
     # 2) The same building blocks composed into your own optax chain; sync_parameters
     #    wraps it (like optax.lookahead): it moves the parameters after the inner update.
     chain = mmojax.sync_parameters(
         optax.chain(mmojax.share_gradients(alpha=0.2), optax.adamw(1e-3)),
-        beta=0.1, sync_every=10,
+        beta=0.1,
+        sync_every=10,
     )
     results["custom_chain"] = train(chain, "chain", steps, args.log_every)
     print("final: " + json.dumps(results))

@@ -89,7 +89,8 @@ def _float_in(low: float, *, low_open: bool = False) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
         if not (math.isfinite(value) and (value > low if low_open else value >= low)):
             raise argparse.ArgumentTypeError(
-                f"must be a finite number {'>' if low_open else '>='} {low:g}, got {text}")
+                f"must be a finite number {'>' if low_open else '>='} {low:g}, got {text}"
+            )
         return value
 
     parse.__name__ = "number"
@@ -101,13 +102,13 @@ def _weights(text: str) -> dict[str, float]:
     for part in text.split(","):
         name, sep, value = part.partition("=")
         if not sep or not name.strip():
-            raise argparse.ArgumentTypeError(
-                f"must look like bert=1.0,gpt2=0.8; got {text!r}")
+            raise argparse.ArgumentTypeError(f"must look like bert=1.0,gpt2=0.8; got {text!r}")
         try:
             out[name.strip()] = float(value)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"weight of {name.strip()!r} is not a number: {value!r}") from None
+                f"weight of {name.strip()!r} is not a number: {value!r}"
+            ) from None
     return out
 
 
@@ -131,103 +132,222 @@ def _defaults() -> dict[str, Any]:
 def _add_train_parser(sub) -> argparse.ArgumentParser:
     d = _defaults()
     nonneg, positive = _int_at_least(0), _int_at_least(1)
-    t = sub.add_parser("train", help="train models jointly (or independently)",
-                       description="Train several models jointly (or independently).",
-                       epilog=TRAIN_EPILOG,
-                       formatter_class=_HelpFormatter)
+    t = sub.add_parser(
+        "train",
+        help="train models jointly (or independently)",
+        description="Train several models jointly (or independently).",
+        epilog=TRAIN_EPILOG,
+        formatter_class=_HelpFormatter,
+    )
     g = t.add_argument_group("run")
-    g.add_argument("--task", choices=("synthetic", "sst2", "ner", "qa"), default=d["task"],
-                   help="what to train on")
-    g.add_argument("--data", default=None,
-                   help="data directory (sst2: train.tsv/dev.tsv; ner: train.txt/valid.txt; "
-                        "qa: train.json/dev.json); not needed for synthetic")
-    g.add_argument("--models", default=",".join(d["models"]),
-                   help="comma-separated: bert,gpt2,roberta")
-    g.add_argument("--preset", default=d["preset"], choices=("tiny", "small", "base"),
-                   help="model sizes")
-    g.add_argument("--mode", choices=_config.MODES, default=d["mode"],
-                   help="mmo: the paper's method; the others switch parts of it off")
-    g.add_argument("--epochs", type=positive, default=d["epochs"],
-                   help="passes over the training data")
-    g.add_argument("--max-steps", type=_optional(positive), default="none",
-                   help="stop after this many optimizer updates (none: train all --epochs)")
-    g.add_argument("--seed", type=nonneg, default=d["seed"],
-                   help="initialisation, data order and dropout")
+    g.add_argument(
+        "--task",
+        choices=("synthetic", "sst2", "ner", "qa"),
+        default=d["task"],
+        help="what to train on",
+    )
+    g.add_argument(
+        "--data",
+        default=None,
+        help="data directory (sst2: train.tsv/dev.tsv; ner: train.txt/valid.txt; "
+        "qa: train.json/dev.json); not needed for synthetic",
+    )
+    g.add_argument(
+        "--models", default=",".join(d["models"]), help="comma-separated: bert,gpt2,roberta"
+    )
+    g.add_argument(
+        "--preset", default=d["preset"], choices=("tiny", "small", "base"), help="model sizes"
+    )
+    g.add_argument(
+        "--mode",
+        choices=_config.MODES,
+        default=d["mode"],
+        help="mmo: the paper's method; the others switch parts of it off",
+    )
+    g.add_argument(
+        "--epochs", type=positive, default=d["epochs"], help="passes over the training data"
+    )
+    g.add_argument(
+        "--max-steps",
+        type=_optional(positive),
+        default="none",
+        help="stop after this many optimizer updates (none: train all --epochs)",
+    )
+    g.add_argument(
+        "--seed", type=nonneg, default=d["seed"], help="initialisation, data order and dropout"
+    )
     g.add_argument("--workdir", default=d["workdir"], help="run directory (outputs, checkpoints)")
-    g.add_argument("--resume", action="store_true",
-                   help="continue the run in --workdir from its latest checkpoint")
-    g.add_argument("--overwrite", action="store_true",
-                   help="delete the run in --workdir and start a new one")
-    g.add_argument("--max-train", type=_optional(positive), default="none",
-                   help="use at most N training examples (none: all)")
-    g.add_argument("--max-val", type=_optional(positive), default="none",
-                   help="use at most N validation examples (none: all)")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --workdir from its latest checkpoint",
+    )
+    g.add_argument(
+        "--overwrite", action="store_true", help="delete the run in --workdir and start a new one"
+    )
+    g.add_argument(
+        "--max-train",
+        type=_optional(positive),
+        default="none",
+        help="use at most N training examples (none: all)",
+    )
+    g.add_argument(
+        "--max-val",
+        type=_optional(positive),
+        default="none",
+        help="use at most N validation examples (none: all)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     o = t.add_argument_group("optimizer (paper section 4.4 defaults)")
-    o.add_argument("--learning-rate", type=_float_in(0.0, low_open=True),
-                   default=d["learning_rate"], help="base learning rate")
-    o.add_argument("--batch-size", type=positive, default=d["batch_size"],
-                   help="examples per model per micro-batch")
-    o.add_argument("--gradient-accumulation-steps", type=positive,
-                   default=d["gradient_accumulation_steps"],
-                   help="micro-batches per optimizer update")
-    o.add_argument("--weight-decay", type=_float_in(0.0), default=d["weight_decay"],
-                   help="AdamW weight decay")
-    o.add_argument("--warmup-steps", type=nonneg, default=d["warmup_steps"],
-                   help="linear warmup, in optimizer updates")
-    o.add_argument("--warmup-ratio", type=_optional(_float_in(0.0)), default="none",
-                   help="warmup as a fraction of all updates (overrides --warmup-steps)")
+    o.add_argument(
+        "--learning-rate",
+        type=_float_in(0.0, low_open=True),
+        default=d["learning_rate"],
+        help="base learning rate",
+    )
+    o.add_argument(
+        "--batch-size",
+        type=positive,
+        default=d["batch_size"],
+        help="examples per model per micro-batch",
+    )
+    o.add_argument(
+        "--gradient-accumulation-steps",
+        type=positive,
+        default=d["gradient_accumulation_steps"],
+        help="micro-batches per optimizer update",
+    )
+    o.add_argument(
+        "--weight-decay", type=_float_in(0.0), default=d["weight_decay"], help="AdamW weight decay"
+    )
+    o.add_argument(
+        "--warmup-steps",
+        type=nonneg,
+        default=d["warmup_steps"],
+        help="linear warmup, in optimizer updates",
+    )
+    o.add_argument(
+        "--warmup-ratio",
+        type=_optional(_float_in(0.0)),
+        default="none",
+        help="warmup as a fraction of all updates (overrides --warmup-steps)",
+    )
     o.add_argument("--no-decay", action="store_true", help="no cosine decay after warmup")
-    o.add_argument("--alpha", type=float, default=d["alpha"],
-                   help="gradient-sharing coefficient, in [0, 1]")
-    o.add_argument("--beta", type=float, default=d["beta"],
-                   help="synchronisation coefficient, in [0, 1]")
-    o.add_argument("--sync-every", type=nonneg, default=d["sync_every"],
-                   help="optimizer updates between synchronisations (0: never)")
-    o.add_argument("--reduction", choices=("mean", "sum"), default=d["reduction"],
-                   help="how a group's gradients pool")
-    o.add_argument("--grouping", choices=("type_shape", "role", "role_depth"),
-                   default=d["grouping"],
-                   help="which parameters share: aligned roles and layers, aligned roles, "
-                        "or the paper's (type, shape) keys")
-    o.add_argument("--model-weights", type=_weights,
-                   default=",".join(f"{k}={v}" for k, v in d["model_weights"].items()),
-                   help="per-model weights, name=value,...; only models of --models")
-    o.add_argument("--clip-norm", type=_clip_norm, default=str(d["clip_norm"]),
-                   help="per-model gradient clipping ('none' disables)")
-    o.add_argument("--convergence-window", type=_int_at_least(2),
-                   default=d["convergence_window"],
-                   help="losses (optimizer updates) in the convergence slope fit")
-    o.add_argument("--convergence-update-every", type=positive,
-                   default=d["convergence_update_every"],
-                   help="optimizer updates between convergence-rate updates")
+    o.add_argument(
+        "--alpha", type=float, default=d["alpha"], help="gradient-sharing coefficient, in [0, 1]"
+    )
+    o.add_argument(
+        "--beta", type=float, default=d["beta"], help="synchronisation coefficient, in [0, 1]"
+    )
+    o.add_argument(
+        "--sync-every",
+        type=nonneg,
+        default=d["sync_every"],
+        help="optimizer updates between synchronisations (0: never)",
+    )
+    o.add_argument(
+        "--reduction",
+        choices=("mean", "sum"),
+        default=d["reduction"],
+        help="how a group's gradients pool",
+    )
+    o.add_argument(
+        "--grouping",
+        choices=("type_shape", "role", "role_depth"),
+        default=d["grouping"],
+        help="which parameters share: aligned roles and layers, aligned roles, "
+        "or the paper's (type, shape) keys",
+    )
+    o.add_argument(
+        "--model-weights",
+        type=_weights,
+        default=",".join(f"{k}={v}" for k, v in d["model_weights"].items()),
+        help="per-model weights, name=value,...; only models of --models",
+    )
+    o.add_argument(
+        "--clip-norm",
+        type=_clip_norm,
+        default=str(d["clip_norm"]),
+        help="per-model gradient clipping ('none' disables)",
+    )
+    o.add_argument(
+        "--convergence-window",
+        type=_int_at_least(2),
+        default=d["convergence_window"],
+        help="losses (optimizer updates) in the convergence slope fit",
+    )
+    o.add_argument(
+        "--convergence-update-every",
+        type=positive,
+        default=d["convergence_update_every"],
+        help="optimizer updates between convergence-rate updates",
+    )
     e = t.add_argument_group("evaluation, logging, checkpoints")
-    e.add_argument("--eval-every", type=_optional(nonneg), default="auto",
-                   help="evaluate every N optimizer updates besides each epoch end and the "
-                        f"end (0: only those; auto: about {_config.EVALS_PER_RUN} times a run)")
-    e.add_argument("--log-every", type=positive, default=d["log_every"],
-                   help="optimizer updates per metrics record")
-    e.add_argument("--checkpoint-every", type=nonneg, default=d["checkpoint_every"],
-                   help="optimizer updates between checkpoints (0: at the end and on "
-                        "Ctrl-C only)")
-    e.add_argument("--keep-checkpoints", type=positive, default=d["keep_checkpoints"],
-                   help="checkpoints kept (the newest)")
-    e.add_argument("--max-nonfinite", type=positive, default=d["max_nonfinite"],
-                   help="stop when a model is non-finite this many consecutive micro-batches")
-    e.add_argument("--gradient-cosines", action="store_true",
-                   help="log the gradient cosine between every pair of models on shared keys")
+    e.add_argument(
+        "--eval-every",
+        type=_optional(nonneg),
+        default="auto",
+        help="evaluate every N optimizer updates besides each epoch end and the "
+        f"end (0: only those; auto: about {_config.EVALS_PER_RUN} times a run)",
+    )
+    e.add_argument(
+        "--log-every",
+        type=positive,
+        default=d["log_every"],
+        help="optimizer updates per metrics record",
+    )
+    e.add_argument(
+        "--checkpoint-every",
+        type=nonneg,
+        default=d["checkpoint_every"],
+        help="optimizer updates between checkpoints (0: at the end and on Ctrl-C only)",
+    )
+    e.add_argument(
+        "--keep-checkpoints",
+        type=positive,
+        default=d["keep_checkpoints"],
+        help="checkpoints kept (the newest)",
+    )
+    e.add_argument(
+        "--max-nonfinite",
+        type=positive,
+        default=d["max_nonfinite"],
+        help="stop when a model is non-finite this many consecutive micro-batches",
+    )
+    e.add_argument(
+        "--gradient-cosines",
+        action="store_true",
+        help="log the gradient cosine between every pair of models on shared keys",
+    )
     c = t.add_argument_group("function-space coupling and tuning")
-    c.add_argument("--coupling", choices=_config.COUPLINGS, default=d["coupling"],
-                   help="mutual: Deep Mutual Learning; distill: KL to --teacher-logits")
-    c.add_argument("--coupling-weight", type=_float_in(0.0), default=d["coupling_weight"],
-                   help="weight of the coupling loss")
-    c.add_argument("--temperature", type=_float_in(0.0, low_open=True),
-                   default=d["temperature"], help="softmax temperature of the coupling loss")
-    c.add_argument("--teacher-logits", default=None,
-                   help=".npy of the teacher's logits on the training split")
-    c.add_argument("--holdout", type=float, default=d["holdout"],
-                   help="train on the rest and evaluate on this fraction of the training "
-                        "split (for tuning without the validation split)")
+    c.add_argument(
+        "--coupling",
+        choices=_config.COUPLINGS,
+        default=d["coupling"],
+        help="mutual: Deep Mutual Learning; distill: KL to --teacher-logits",
+    )
+    c.add_argument(
+        "--coupling-weight",
+        type=_float_in(0.0),
+        default=d["coupling_weight"],
+        help="weight of the coupling loss",
+    )
+    c.add_argument(
+        "--temperature",
+        type=_float_in(0.0, low_open=True),
+        default=d["temperature"],
+        help="softmax temperature of the coupling loss",
+    )
+    c.add_argument(
+        "--teacher-logits", default=None, help=".npy of the teacher's logits on the training split"
+    )
+    c.add_argument(
+        "--holdout",
+        type=float,
+        default=d["holdout"],
+        help="train on the rest and evaluate on this fraction of the training "
+        "split (for tuning without the validation split)",
+    )
     return t
 
 
@@ -236,37 +356,63 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmojax", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="mmojax", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(sub)
-    r = sub.add_parser("reproduce", help="run the paper's experiments with seeds; write a report",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    r.add_argument("experiment", choices=(*_REPRO_EXPERIMENTS, "all", "report"),
-                   help="'report' rebuilds report.md from the finished runs only")
+    r = sub.add_parser(
+        "reproduce",
+        help="run the paper's experiments with seeds; write a report",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    r.add_argument(
+        "experiment",
+        choices=(*_REPRO_EXPERIMENTS, "all", "report"),
+        help="'report' rebuilds report.md from the finished runs only",
+    )
     r.add_argument("--seeds", type=_int_at_least(1), default=5, help="seeds per configuration")
     r.add_argument("--workdir", default="runs/reproduce", help="where runs and the report go")
-    r.add_argument("--data-dir", default=None,
-                   help="folder with sst2/, conll2003/ (squad/); needed by "
-                        + ", ".join(_NEEDS_DATA))
-    r.add_argument("--max-train", type=_optional(_int_at_least(1)), default="none",
-                   help="cap on training examples for the real tasks")
+    r.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with sst2/, conll2003/ (squad/); needed by " + ", ".join(_NEEDS_DATA),
+    )
+    r.add_argument(
+        "--max-train",
+        type=_optional(_int_at_least(1)),
+        default="none",
+        help="cap on training examples for the real tasks",
+    )
     r.add_argument("--target", type=float, default=0.9, help="steps-to-target accuracy")
-    r.add_argument("--eval-every", type=_int_at_least(1), default=25,
-                   help="updates between evaluations")
+    r.add_argument(
+        "--eval-every", type=_int_at_least(1), default=25, help="updates between evaluations"
+    )
     r.add_argument("--methods", default=None, help="comma-separated subset of the methods")
-    r.add_argument("--settings", default=None,
-                   help="comma-separated subset of the ablation settings")
-    r.add_argument("--preset", default="small", choices=("tiny", "small", "base"),
-                   help="model sizes")
-    r.add_argument("--synthetic-train", type=_optional(_int_at_least(1)), default="none",
-                   help="smaller synthetic set (for a quick look; the paper uses 500)")
+    r.add_argument(
+        "--settings", default=None, help="comma-separated subset of the ablation settings"
+    )
+    r.add_argument(
+        "--preset", default="small", choices=("tiny", "small", "base"), help="model sizes"
+    )
+    r.add_argument(
+        "--synthetic-train",
+        type=_optional(_int_at_least(1)),
+        default="none",
+        help="smaller synthetic set (for a quick look; the paper uses 500)",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--no-compile-cache", action="store_true",
-                   help="do not keep compiled executables in WORKDIR/jax-cache (never kept "
-                        "for steps-to-target and compute, whose wall times include compiling)")
-    r.add_argument("--keep-checkpoints", action="store_true",
-                   help="keep each finished run's final checkpoint (deleted by default)")
+    r.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not keep compiled executables in WORKDIR/jax-cache (never kept "
+        "for steps-to-target and compute, whose wall times include compiling)",
+    )
+    r.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep each finished run's final checkpoint (deleted by default)",
+    )
     return parser
 
 
@@ -317,22 +463,28 @@ def _resume_config(args: argparse.Namespace, argv: Sequence[str]):
     for field, value in given.items():
         if field in _config.RESUMABLE_FIELDS:
             changes[field] = value
-        elif field == "model_weights" and {m: w for m, w in value.items()
-                                           if m in saved.models} == saved.model_weights:
+        elif (
+            field == "model_weights"
+            and {m: w for m, w in value.items() if m in saved.models} == saved.model_weights
+        ):
             continue
         elif value != getattr(saved, field):
-            given_text = _flag(field) if isinstance(value, bool) else \
-                f"{_flag(field)} {_show(value)}"
+            given_text = (
+                _flag(field) if isinstance(value, bool) else f"{_flag(field)} {_show(value)}"
+            )
             refused.append(f"{given_text} (the run's {field}: {_show(getattr(saved, field))})")
     if refused:
         allowed = ", ".join(_flag(f) for f in _config.RESUMABLE_FIELDS if f != "workdir")
         raise ValueError(
             f"--resume continues the run in {workdir} with its own settings, and these flags "
             f"differ from them: {'; '.join(refused)}. On resume only {allowed} may change; to "
-            "train with other settings start a new run (another --workdir, or --overwrite)")
+            "train with other settings start a new run (another --workdir, or --overwrite)"
+        )
     if "epochs" in changes and changes["epochs"] < saved.epochs:
-        raise ValueError(f"--epochs {changes['epochs']} is less than the run's {saved.epochs}: "
-                         "--resume can extend a run, not shorten it (use --max-steps)")
+        raise ValueError(
+            f"--epochs {changes['epochs']} is less than the run's {saved.epochs}: "
+            "--resume can extend a run, not shorten it (use --max-steps)"
+        )
     return _rundir.with_changes(saved, changes)
 
 
@@ -391,15 +543,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "reproduce":
         if args.experiment in _NEEDS_DATA and not args.data_dir:
-            parser.error(f"reproduce {args.experiment} needs --data-dir DIR (a folder with "
-                         "sst2/ and conll2003/); only 'ablation' runs without data")
+            parser.error(
+                f"reproduce {args.experiment} needs --data-dir DIR (a folder with "
+                "sst2/ and conll2003/); only 'ablation' runs without data"
+            )
         if args.data_dir and not os.path.isdir(args.data_dir):
             parser.error(f"--data-dir {args.data_dir} is not a directory")
         _setup_logging()
         return _reproduce(args)
     if args.resume and args.overwrite:
-        parser.error("--resume and --overwrite exclude each other: --resume continues the run "
-                     "in --workdir, --overwrite deletes it")
+        parser.error(
+            "--resume and --overwrite exclude each other: --resume continues the run "
+            "in --workdir, --overwrite deletes it"
+        )
     _setup_logging()
     return _train(args, argv)
 
@@ -413,12 +569,18 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         result = mtrain.train(config, resume=args.resume, overwrite=args.overwrite)
     except mtrain.Interrupted as stop:
         if stop.saved:
-            print(f"\nmmojax: stopped by {stop.signal_name} at update {stop.update}; a "
-                  f"checkpoint is saved. Resume with: mmojax train --workdir {workdir} "
-                  "--resume", file=sys.stderr)
+            print(
+                f"\nmmojax: stopped by {stop.signal_name} at update {stop.update}; a "
+                f"checkpoint is saved. Resume with: mmojax train --workdir {workdir} "
+                "--resume",
+                file=sys.stderr,
+            )
         else:
-            print(f"\nmmojax: stopped by {stop.signal_name} at update {stop.update}; no "
-                  f"checkpoint could be saved. {_resume_hint(workdir)}", file=sys.stderr)
+            print(
+                f"\nmmojax: stopped by {stop.signal_name} at update {stop.update}; no "
+                f"checkpoint could be saved. {_resume_hint(workdir)}",
+                file=sys.stderr,
+            )
         return stop.exit_code
     except KeyboardInterrupt:
         print(f"\nmmojax: interrupted. {_resume_hint(workdir)}", file=sys.stderr)
@@ -442,8 +604,10 @@ def _resume_hint(workdir: str) -> str:
     ckpt = os.path.join(workdir, "checkpoints")
     steps = [d for d in os.listdir(ckpt) if d.isdigit()] if os.path.isdir(ckpt) else []
     if steps and os.path.exists(os.path.join(workdir, "config.json")):
-        return (f"The run has a checkpoint (the latest after micro-batch {max(map(int, steps))})"
-                f"; resume with: mmojax train --workdir {workdir} --resume")
+        return (
+            f"The run has a checkpoint (the latest after micro-batch {max(map(int, steps))})"
+            f"; resume with: mmojax train --workdir {workdir} --resume"
+        )
     return "No checkpoint was saved: there is nothing to resume."
 
 
@@ -451,18 +615,24 @@ def _reproduce(args: argparse.Namespace) -> int:
     from mmojax import reproduce as repro
     from mmojax.reproduce import _specs
 
-    experiments = _REPRO_EXPERIMENTS if args.experiment in ("all", "report") else (
-        args.experiment,)
+    experiments = _REPRO_EXPERIMENTS if args.experiment in ("all", "report") else (args.experiment,)
     try:
         opts = repro.ReproduceOptions(
-            experiments=experiments, seeds=args.seeds, workdir=args.workdir,
-            data_dir=args.data_dir, max_train=args.max_train, target=args.target,
+            experiments=experiments,
+            seeds=args.seeds,
+            workdir=args.workdir,
+            data_dir=args.data_dir,
+            max_train=args.max_train,
+            target=args.target,
             eval_every=args.eval_every,
             methods=tuple(args.methods.split(",")) if args.methods else _specs.ABLATION_METHODS,
             settings=tuple(args.settings.split(",")) if args.settings else None,
-            preset=args.preset, synthetic_train=args.synthetic_train,
-            progress=not args.no_progress, compile_cache=not args.no_compile_cache,
-            keep_checkpoints=args.keep_checkpoints)
+            preset=args.preset,
+            synthetic_train=args.synthetic_train,
+            progress=not args.no_progress,
+            compile_cache=not args.no_compile_cache,
+            keep_checkpoints=args.keep_checkpoints,
+        )
         if args.experiment == "report":
             path = repro.write_report(os.path.abspath(args.workdir), opts)
         else:
@@ -471,8 +641,11 @@ def _reproduce(args: argparse.Namespace) -> int:
         print(f"mmojax: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nmmojax: interrupted; run the same command again to continue (finished runs "
-              "are kept)", file=sys.stderr)
+        print(
+            "\nmmojax: interrupted; run the same command again to continue (finished runs "
+            "are kept)",
+            file=sys.stderr,
+        )
         return 130
     print(f"report: {path}")
     return 0

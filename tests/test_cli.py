@@ -24,8 +24,10 @@ def test_help_shows_a_default_for_every_option(monkeypatch):
     monkeypatch.setenv("COLUMNS", "10000")  # one line per option (and its help)
     lines = _train_actions().format_help().split("options:", 1)[1].splitlines()
     starts = [i for i, line in enumerate(lines) if re.match(r"  -", line)]
-    entries = {lines[i].split()[0].rstrip(","): " ".join(lines[i:j])
-               for i, j in zip(starts, starts[1:] + [len(lines)])}
+    entries = {
+        lines[i].split()[0].rstrip(","): " ".join(lines[i:j])
+        for i, j in zip(starts, starts[1:] + [len(lines)])
+    }
     options = [a for a in _train_actions()._actions if a.option_strings and a.dest != "help"]
     assert len(options) > 30
     for action in options:
@@ -33,34 +35,45 @@ def test_help_shows_a_default_for_every_option(monkeypatch):
 
 
 def test_help_imports_no_heavy_library():
-    code = ("import sys; from mmojax import cli; cli.build_parser().parse_args(['train']); "
-            "print(sorted(m for m in ('flax', 'transformers', 'orbax', 'matplotlib', 'tqdm', "
-            "'mmojax.train._loop') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=ROOT).stdout
+    code = (
+        "import sys; from mmojax import cli; cli.build_parser().parse_args(['train']); "
+        "print(sorted(m for m in ('flax', 'transformers', 'orbax', 'matplotlib', 'tqdm', "
+        "'mmojax.train._loop') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
     assert out.strip() == "[]"
 
 
 def test_one_flag_per_hyperparameter_named_like_the_optimizer():
     flags = {s for a in _train_actions()._actions for s in a.option_strings}
-    for new in ("--learning-rate", "--model-weights", "--gradient-accumulation-steps",
-                "--convergence-window", "--convergence-update-every"):
+    for new in (
+        "--learning-rate",
+        "--model-weights",
+        "--gradient-accumulation-steps",
+        "--convergence-window",
+        "--convergence-update-every",
+    ):
         assert new in flags
     for old in ("--lr", "--weights", "--grad-accum", "--conv-window", "--conv-update-every"):
         assert old not in flags
 
 
-@pytest.mark.parametrize("argv,flag,problem", [
-    (["--seed", "-1"], "--seed", ">= 0"),
-    (["--max-val", "0"], "--max-val", ">= 1"),
-    (["--max-train", "0"], "--max-train", ">= 1"),
-    (["--weight-decay", "-1"], "--weight-decay", ">= 0"),
-    (["--convergence-window", "0"], "--convergence-window", ">= 2"),
-    (["--convergence-update-every", "0"], "--convergence-update-every", ">= 1"),
-    (["--learning-rate", "0"], "--learning-rate", "> 0"),
-    (["--model-weights", "bert"], "--model-weights", "bert=1.0"),
-    (["--resume", "--overwrite"], "--overwrite", "exclude each other"),
-])
+@pytest.mark.parametrize(
+    "argv,flag,problem",
+    [
+        (["--seed", "-1"], "--seed", ">= 0"),
+        (["--max-val", "0"], "--max-val", ">= 1"),
+        (["--max-train", "0"], "--max-train", ">= 1"),
+        (["--weight-decay", "-1"], "--weight-decay", ">= 0"),
+        (["--convergence-window", "0"], "--convergence-window", ">= 2"),
+        (["--convergence-update-every", "0"], "--convergence-update-every", ">= 1"),
+        (["--learning-rate", "0"], "--learning-rate", "> 0"),
+        (["--model-weights", "bert"], "--model-weights", "bert=1.0"),
+        (["--resume", "--overwrite"], "--overwrite", "exclude each other"),
+    ],
+)
 def test_bad_values_fail_at_parse_time_naming_the_flag(tmp_path, capsys, argv, flag, problem):
     with pytest.raises(SystemExit) as info:
         cli_main(["train", "--workdir", str(tmp_path / "w"), *argv])
@@ -71,8 +84,7 @@ def test_bad_values_fail_at_parse_time_naming_the_flag(tmp_path, capsys, argv, f
 
 
 def test_weights_of_unknown_models_are_an_error(tmp_path, capsys):
-    code = cli_main(["train", "--workdir", str(tmp_path / "w"), "--model-weights",
-                     "nosuchmodel=1"])
+    code = cli_main(["train", "--workdir", str(tmp_path / "w"), "--model-weights", "nosuchmodel=1"])
     err = capsys.readouterr().err
     assert code == 2 and "--model-weights" in err and "nosuchmodel" in err
     assert "not among the models" in err
@@ -82,9 +94,15 @@ def test_weights_of_unknown_models_are_an_error(tmp_path, capsys):
 def test_config_validates_what_the_cli_checks():
     from mmojax.train import TrainConfig
 
-    for field, value in (("seed", -1), ("weight_decay", -1.0), ("convergence_window", 0),
-                         ("convergence_update_every", 0), ("max_val", 0), ("max_train", 0),
-                         ("models", ("bert", "xlnet"))):
+    for field, value in (
+        ("seed", -1),
+        ("weight_decay", -1.0),
+        ("convergence_window", 0),
+        ("convergence_update_every", 0),
+        ("max_val", 0),
+        ("max_train", 0),
+        ("models", ("bert", "xlnet")),
+    ):
         with pytest.raises(ValueError, match=field):
             TrainConfig(**{field: value})
     with pytest.raises(ValueError, match="not among the models"):
@@ -137,14 +155,35 @@ def test_new_run_never_touches_an_existing_run(tmp_path, capsys, models):
 
 
 def test_nothing_is_written_before_the_data_is_validated(tmp_path, capsys):
-    code = cli_main(["train", "--task", "sst2", "--data", str(tmp_path / "missing"),
-                     "--workdir", str(tmp_path / "w"), "--no-progress"])
+    code = cli_main(
+        [
+            "train",
+            "--task",
+            "sst2",
+            "--data",
+            str(tmp_path / "missing"),
+            "--workdir",
+            str(tmp_path / "w"),
+            "--no-progress",
+        ]
+    )
     assert code == 2 and "missing" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
     # --overwrite with bad data leaves the old run alone too
     before = _fake_run(tmp_path / "old")
-    code = cli_main(["train", "--task", "sst2", "--data", str(tmp_path / "missing"),
-                     "--workdir", str(tmp_path / "old"), "--overwrite", "--no-progress"])
+    code = cli_main(
+        [
+            "train",
+            "--task",
+            "sst2",
+            "--data",
+            str(tmp_path / "missing"),
+            "--workdir",
+            str(tmp_path / "old"),
+            "--overwrite",
+            "--no-progress",
+        ]
+    )
     assert code == 2
     assert {p: p.read_bytes() for p in (tmp_path / "old").iterdir() if p.is_file()} == before
 
@@ -191,9 +230,21 @@ def test_resume_names_each_refused_flag_before_touching_anything(tmp_path, capsy
 
     saved = TrainConfig(workdir=str(tmp_path)).to_dict()
     (tmp_path / "config.json").write_text(json.dumps(saved))
-    code = cli_main(["train", "--workdir", str(tmp_path), "--resume", "--no-decay",
-                     "--learning-rate", "5", "--model-weights", "bert=1,gpt2=0.8,roberta=1.2",
-                     "--max-steps", "3"])
+    code = cli_main(
+        [
+            "train",
+            "--workdir",
+            str(tmp_path),
+            "--resume",
+            "--no-decay",
+            "--learning-rate",
+            "5",
+            "--model-weights",
+            "bert=1,gpt2=0.8,roberta=1.2",
+            "--max-steps",
+            "3",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "--no-decay (the run's cosine_decay: True)" in err

@@ -15,14 +15,18 @@ def _run_example(name, *args, timeout=600):
     env.setdefault("JAX_PLATFORMS", "cpu")
     return subprocess.run(
         [sys.executable, str(ROOT / "examples" / name), *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def _final_line(stdout):
     lines = [line for line in stdout.splitlines() if line.startswith("final: ")]
     assert lines, f"no 'final: ' line in the output:\n{stdout[-2000:]}"
-    return json.loads(lines[-1][len("final: "):])
+    return json.loads(lines[-1][len("final: ") :])
 
 
 def test_custom_loop_runs_and_losses_go_down():

@@ -15,13 +15,18 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def _train(update, models, lr_scale=1.0):
     return {
-        "kind": "train", "step": 2 * update, "update": update, "epoch": update / 50,
+        "kind": "train",
+        "step": 2 * update,
+        "update": update,
+        "epoch": update / 50,
         "time": 0.1 * update,
         "models": {
             m: {
                 "loss": 2.0 * math.exp(-update / 30) + 0.05 * ((update * (i + 3)) % 7) / 7,
-                "accuracy": 0.5, "lr": lr_scale * 1e-3 * min(1.0, (update + 1) / 10),
-                "conv_rate": None if update < 20 else 0.9, "grad_norm": 1.0,
+                "accuracy": 0.5,
+                "lr": lr_scale * 1e-3 * min(1.0, (update + 1) / 10),
+                "conv_rate": None if update < 20 else 0.9,
+                "grad_norm": 1.0,
             }
             for i, m in enumerate(models)
         },
@@ -34,15 +39,28 @@ def _eval(update, models, f1_for=()):
         out[m] = {"loss": 1.5 * math.exp(-update / 40), "accuracy": 0.5 + update / 400}
         if m in f1_for:
             out[m]["f1"] = 40.0 + update / 5
-    return {"kind": "eval", "step": 2 * update, "update": update, "epoch": update / 50,
-            "time": 0.1 * update, "models": out}
+    return {
+        "kind": "eval",
+        "step": 2 * update,
+        "update": update,
+        "epoch": update / 50,
+        "time": 0.1 * update,
+        "models": out,
+    }
 
 
 def _records(models=("bert", "gpt2"), f1_for=("bert",)):
     recs = [_train(u, models) for u in range(0, 100)]
     recs += [_eval(u, models, f1_for) for u in range(0, 101, 20)]
-    recs.append({"kind": "event", "step": 40, "event": "nonfinite", "model": "bert",
-                 "message": "loss is nan"})
+    recs.append(
+        {
+            "kind": "event",
+            "step": 40,
+            "event": "nonfinite",
+            "model": "bert",
+            "message": "loss is nan",
+        }
+    )
     recs.append({"kind": "something_new", "payload": [1, 2]})
     return recs
 
@@ -145,9 +163,11 @@ def test_weighted_smoothing_ignores_a_short_record():
 
 
 def test_summarise_means_last_rates_and_nonfinite_counts():
-    rows = [{"a": {"loss": 1.0, "lr": 0.1, "finite": True}},
-            {"a": {"loss": float("nan"), "lr": 0.2, "finite": False}},
-            {"a": {"loss": 3.0, "lr": 0.3, "finite": True}}]
+    rows = [
+        {"a": {"loss": 1.0, "lr": 0.1, "finite": True}},
+        {"a": {"loss": float("nan"), "lr": 0.2, "finite": False}},
+        {"a": {"loss": 3.0, "lr": 0.3, "finite": True}},
+    ]
     assert _metrics.summarise(rows) == {"a": {"loss": 2.0, "lr": 0.3, "nonfinite_steps": 1}}
 
 
@@ -190,15 +210,17 @@ def test_read_metrics_missing_file(tmp_path):
         _metrics.read_metrics(tmp_path / "nope.jsonl")
 
 
-@pytest.mark.parametrize("kind, metric", [("train", "loss"), ("eval", "accuracy"),
-                                          ("eval", "main")])
+@pytest.mark.parametrize(
+    "kind, metric", [("train", "loss"), ("eval", "accuracy"), ("eval", "main")]
+)
 def test_plot_comparison(tmp_path, kind, metric):
     mmo = _records(models=("bert", "gpt2", "roberta"))
     indep = _records(models=("bert", "gpt2"))  # a model missing from one run is fine
     path = tmp_path / "m.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in indep))
-    out = _plots.plot_comparison({"mmo": mmo, "independent": path}, tmp_path / "cmp",
-                                 metric=metric, kind=kind)
+    out = _plots.plot_comparison(
+        {"mmo": mmo, "independent": path}, tmp_path / "cmp", metric=metric, kind=kind
+    )
     assert out == tmp_path / "cmp" / f"compare_{kind}_{metric}.png"
     _assert_png(out)
 
@@ -226,6 +248,7 @@ def test_import_and_plot_leave_matplotlib_global_state_alone(tmp_path):
         "assert 'matplotlib.pyplot' not in sys.modules\n"
         "assert dict.__getitem__(matplotlib.rcParams, 'backend') == before\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr

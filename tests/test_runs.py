@@ -20,10 +20,33 @@ from mmojax.train import _metrics, _progress, _tasks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 64 examples / batch 8 = 8 micro-batches an epoch = 4 optimizer updates.
-TINY = ["--task", "synthetic", "--preset", "tiny", "--max-train", "64", "--max-val", "24",
-        "--batch-size", "8", "--gradient-accumulation-steps", "2", "--epochs", "2",
-        "--learning-rate", "1e-3", "--warmup-steps", "2", "--sync-every", "2",
-        "--convergence-window", "3", "--convergence-update-every", "2", "--no-progress"]
+TINY = [
+    "--task",
+    "synthetic",
+    "--preset",
+    "tiny",
+    "--max-train",
+    "64",
+    "--max-val",
+    "24",
+    "--batch-size",
+    "8",
+    "--gradient-accumulation-steps",
+    "2",
+    "--epochs",
+    "2",
+    "--learning-rate",
+    "1e-3",
+    "--warmup-steps",
+    "2",
+    "--sync-every",
+    "2",
+    "--convergence-window",
+    "3",
+    "--convergence-update-every",
+    "2",
+    "--no-progress",
+]
 
 
 def run_cli(*argv):
@@ -39,8 +62,17 @@ def run(tmp_path_factory):
     """A finished run of 7 optimizer updates (14 micro-batches), a record every 3 updates,
     checkpoints after micro-batches 8, 12 and 14."""
     workdir = tmp_path_factory.mktemp("runs") / "run"
-    code, out, err = run_cli(*TINY, "--workdir", str(workdir), "--max-steps", "7",
-                             "--log-every", "3", "--checkpoint-every", "2")
+    code, out, err = run_cli(
+        *TINY,
+        "--workdir",
+        str(workdir),
+        "--max-steps",
+        "7",
+        "--log-every",
+        "3",
+        "--checkpoint-every",
+        "2",
+    )
     assert code == 0, err
     return workdir, out, err
 
@@ -63,8 +95,7 @@ def test_run_says_what_it_did(run):
     assert "mmojax: models:" in err and "params(M)" in err
     # one unit: optimizer updates, with the micro-batches named as such
     assert "7 optimizer updates (14 micro-batches of 8 examples per model)" in out
-    assert re.search(r"wall time [\d.]+ s in this process \([\d.]+ s of it before the first",
-                     out)
+    assert re.search(r"wall time [\d.]+ s in this process \([\d.]+ s of it before the first", out)
     # the majority-class baseline beside the accuracies
     assert re.search(r"majority class\s+0\.\d{4}", out)
 
@@ -83,8 +114,18 @@ def test_records_cover_whole_log_periods_and_evaluation_runs_several_times(run):
 @pytest.mark.slow
 def test_resume_refuses_flags_it_cannot_apply(run_copy):
     before = (run_copy / "config.json").read_bytes()
-    code, _, err = run_cli("--workdir", str(run_copy), "--resume", "--learning-rate", "5",
-                           "--models", "bert", "--task", "sst2", "--no-progress")
+    code, _, err = run_cli(
+        "--workdir",
+        str(run_copy),
+        "--resume",
+        "--learning-rate",
+        "5",
+        "--models",
+        "bert",
+        "--task",
+        "sst2",
+        "--no-progress",
+    )
     assert code == 2
     for flag in ("--learning-rate 5.0", "--models bert", "--task sst2"):
         assert flag in err
@@ -97,8 +138,18 @@ def test_resume_refuses_flags_it_cannot_apply(run_copy):
 @pytest.mark.slow
 def test_resume_applies_the_flags_it_documents(run_copy):
     # 2 epochs are 8 updates: a third one extends the run, --max-steps stops it at 9
-    code, out, err = run_cli("--workdir", str(run_copy), "--resume", "--epochs", "3",
-                             "--max-steps", "9", "--eval-every", "1", "--no-progress")
+    code, out, err = run_cli(
+        "--workdir",
+        str(run_copy),
+        "--resume",
+        "--epochs",
+        "3",
+        "--max-steps",
+        "9",
+        "--eval-every",
+        "1",
+        "--no-progress",
+    )
     assert code == 0, err
     assert "mmojax: resumed from update 7" in err
     assert "9 optimizer updates" in out
@@ -186,18 +237,23 @@ LONG = [*TINY[:2], *TINY[2:4], "--max-train", "4000", *TINY[6:], "--log-every", 
 def _start(workdir, *extra):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
-    return subprocess.Popen([sys.executable, "-m", "mmojax.cli", "train", *LONG,
-                             "--workdir", str(workdir), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mmojax.cli", "train", *LONG, "--workdir", str(workdir), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 def _wait(proc, ready, timeout=600):
     deadline = time.monotonic() + timeout
     while not ready():
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended before the interrupt point:\n"
-                                 f"{proc.communicate()[1]}")
+            raise AssertionError(
+                f"the run ended before the interrupt point:\n{proc.communicate()[1]}"
+            )
         if time.monotonic() > deadline:
             proc.kill()
             raise AssertionError("timed out waiting for the interrupt point")
@@ -219,8 +275,11 @@ def _stop(proc, sig):
 
 def _check_resume_hint(workdir, err):
     """The hint is true: where the CLI says the run can be resumed, it can."""
-    match = re.search(r"stopped by SIG\w+ at update (\d+); a checkpoint is saved\. Resume "
-                      r"with: mmojax train --workdir (\S+) --resume", err)
+    match = re.search(
+        r"stopped by SIG\w+ at update (\d+); a checkpoint is saved\. Resume "
+        r"with: mmojax train --workdir (\S+) --resume",
+        err,
+    )
     if match is None:
         assert "nothing to resume" in err, err
         assert not (workdir / "checkpoints").exists() or not os.listdir(workdir / "checkpoints")
@@ -230,8 +289,15 @@ def _check_resume_hint(workdir, err):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point,sig", [("startup", signal.SIGINT), ("compiling", signal.SIGINT),
-                                       ("mid-run", signal.SIGINT), ("mid-run", signal.SIGTERM)])
+@pytest.mark.parametrize(
+    "point,sig",
+    [
+        ("startup", signal.SIGINT),
+        ("compiling", signal.SIGINT),
+        ("mid-run", signal.SIGINT),
+        ("mid-run", signal.SIGTERM),
+    ],
+)
 def test_signal_stops_saves_and_resumes(tmp_path, point, sig):
     workdir = tmp_path / "run"
     proc = _start(workdir)
@@ -260,9 +326,24 @@ def test_signal_stops_saves_and_resumes(tmp_path, point, sig):
     assert sum(r["micro_batches"] for r in trains) == trains[-1]["step"]
     if sig == signal.SIGINT:
         resumed = subprocess.run(
-            [sys.executable, "-m", "mmojax.cli", "train", "--workdir", str(workdir),
-             "--resume", "--max-steps", str(update + 2), "--no-progress"],
-            capture_output=True, text=True, cwd=ROOT, timeout=600,
-            env={**os.environ, "JAX_PLATFORMS": "cpu"}, check=False)
+            [
+                sys.executable,
+                "-m",
+                "mmojax.cli",
+                "train",
+                "--workdir",
+                str(workdir),
+                "--resume",
+                "--max-steps",
+                str(update + 2),
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=600,
+            env={**os.environ, "JAX_PLATFORMS": "cpu"},
+            check=False,
+        )
         assert resumed.returncode == 0, resumed.stderr
         assert f"{update + 2} optimizer updates" in resumed.stdout

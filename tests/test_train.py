@@ -15,10 +15,23 @@ from mmojax.cli import main as cli_main
 
 
 def tiny_config(tmp_path, name="run", **kw):
-    base = dict(task="synthetic", preset="tiny", workdir=str(tmp_path / name), epochs=2,
-                batch_size=8, gradient_accumulation_steps=2, learning_rate=1e-3,
-                warmup_steps=2, sync_every=2, convergence_window=3, convergence_update_every=2,
-                max_train=64, max_val=24, log_every=3, progress=False)
+    base = dict(
+        task="synthetic",
+        preset="tiny",
+        workdir=str(tmp_path / name),
+        epochs=2,
+        batch_size=8,
+        gradient_accumulation_steps=2,
+        learning_rate=1e-3,
+        warmup_steps=2,
+        sync_every=2,
+        convergence_window=3,
+        convergence_update_every=2,
+        max_train=64,
+        max_val=24,
+        log_every=3,
+        progress=False,
+    )
     base.update(kw)
     return mtrain.TrainConfig(**base)
 
@@ -35,8 +48,10 @@ def test_resume_is_exact(tmp_path):
     first = mtrain.train(tiny_config(tmp_path, "split", max_steps=k))
     assert (first.steps, first.updates) == (2 * k, k)  # max_steps counts optimizer updates
     # The two runs really differ before resuming ...
-    assert any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(first.state.params),
-                                                     jax.tree.leaves(full.state.params)))
+    assert any(
+        not np.allclose(x, y)
+        for x, y in zip(jax.tree.leaves(first.state.params), jax.tree.leaves(full.state.params))
+    )
     resumed = mtrain.train(tiny_config(tmp_path, "split", max_steps=2 * k), resume=True)
     assert resumed.updates == 2 * k
     # ... and agree after: params, optimizer state, rng and counters.
@@ -45,20 +60,28 @@ def test_resume_is_exact(tmp_path):
 
 @pytest.mark.slow
 def test_independent_joint_equals_models_trained_alone(tmp_path):
-    joint = mtrain.train(tiny_config(tmp_path, "joint", mode="independent", max_steps=4,
-                                     models=("bert", "gpt2")))
-    alone = mtrain.train(tiny_config(tmp_path, "alone", mode="independent", max_steps=4,
-                                     models=("gpt2",)))
+    joint = mtrain.train(
+        tiny_config(tmp_path, "joint", mode="independent", max_steps=4, models=("bert", "gpt2"))
+    )
+    alone = mtrain.train(
+        tiny_config(tmp_path, "alone", mode="independent", max_steps=4, models=("gpt2",))
+    )
     leaves_close(joint.state.params["gpt2"], alone.state.params["gpt2"], atol=1e-6)
 
 
 def test_nonfinite_model_is_skipped_and_counted():
-    good = mtrain.ModelFns(lambda p, b, train, rng: b["x"] @ p["mlp"]["kernel"],
-                           lambda out, b: (jnp.mean((out - b["y"]) ** 2), {}))
-    bad = mtrain.ModelFns(lambda p, b, train, rng: b["x"] @ p["mlp"]["kernel"],
-                          lambda out, b: (jnp.mean(out) * jnp.nan, {}))
-    params = {"good": {"mlp": {"kernel": jnp.ones((3, 1))}},
-              "bad": {"mlp": {"kernel": jnp.ones((3, 1))}}}
+    good = mtrain.ModelFns(
+        lambda p, b, train, rng: b["x"] @ p["mlp"]["kernel"],
+        lambda out, b: (jnp.mean((out - b["y"]) ** 2), {}),
+    )
+    bad = mtrain.ModelFns(
+        lambda p, b, train, rng: b["x"] @ p["mlp"]["kernel"],
+        lambda out, b: (jnp.mean(out) * jnp.nan, {}),
+    )
+    params = {
+        "good": {"mlp": {"kernel": jnp.ones((3, 1))}},
+        "bad": {"mlp": {"kernel": jnp.ones((3, 1))}},
+    }
     tx = mmojax.multi_model_optimizer(learning_rate=0.1, warmup_steps=0, sync_every=1)
     state = mtrain.init_train_state(params, tx, seed=0)
     step = mtrain.make_train_step({"good": good, "bad": bad}, tx)
@@ -75,8 +98,16 @@ def test_nonfinite_model_is_skipped_and_counted():
 
 @pytest.mark.slow
 def test_run_stops_on_persistent_nonfinite_and_checkpoints_finite_state(tmp_path):
-    config = tiny_config(tmp_path, "nan", learning_rate=1e30, warmup_steps=0, clip_norm=None,
-                         max_nonfinite=2, log_every=1, gradient_accumulation_steps=1)
+    config = tiny_config(
+        tmp_path,
+        "nan",
+        learning_rate=1e30,
+        warmup_steps=0,
+        clip_norm=None,
+        max_nonfinite=2,
+        log_every=1,
+        gradient_accumulation_steps=1,
+    )
     with pytest.raises(mtrain.NonFiniteError, match="non-finite") as info:
         mtrain.train(config)
     # The advice is something a user can do: resuming keeps the learning rate.
@@ -88,18 +119,26 @@ def test_run_stops_on_persistent_nonfinite_and_checkpoints_finite_state(tmp_path
 
 
 def test_step_compiles_once_per_bucket():
-    task = mtrain.prepare_task("synthetic", seed=0, max_train=128, max_val=16,
-                               buckets=(8, 16, 32))
+    task = mtrain.prepare_task("synthetic", seed=0, max_train=128, max_val=16, buckets=(8, 16, 32))
     from mmojax import models as mmodels
-    built = mmodels.build_models("bert,gpt2", preset="tiny", vocab_size=task.tokenizer.get_vocab_size(),
-                                 max_length=task.max_length, num_labels=2)
-    fns = {m: mtrain.ModelFns(b.apply_fn, mtrain._tasks.loss_fn("classification"))
-           for m, b in built.items()}
+
+    built = mmodels.build_models(
+        "bert,gpt2",
+        preset="tiny",
+        vocab_size=task.tokenizer.get_vocab_size(),
+        max_length=task.max_length,
+        num_labels=2,
+    )
+    fns = {
+        m: mtrain.ModelFns(b.apply_fn, mtrain._tasks.loss_fn("classification"))
+        for m, b in built.items()
+    }
     tx = mmojax.multi_model_optimizer(learning_rate=1e-3, warmup_steps=0)
     traces = []
     raw_step = mtrain.make_train_step(fns, tx, jit=False)
-    step = jax.jit(lambda s, b: (traces.append(b["input_ids"].shape), raw_step(s, b))[1],
-                   donate_argnums=0)
+    step = jax.jit(
+        lambda s, b: (traces.append(b["input_ids"].shape), raw_step(s, b))[1], donate_argnums=0
+    )
     state = mtrain.init_train_state({m: b.params for m, b in built.items()}, tx, 0)
     batches = mdata.BatchIterator(task.train, 4, seed=0)
     widths = set()
@@ -114,7 +153,9 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):
     ckpt = mtrain.Checkpointer(tmp_path / "ck", keep=3)
     state = {"w": np.arange(4.0), "n": np.int32(3)}
     ckpt.save(1, state, {"position": {"epoch": 0, "index": 1}})
-    ckpt.save(2, {"w": np.arange(4.0) + 10, "n": np.int32(4)}, {"position": {"epoch": 0, "index": 2}})
+    ckpt.save(
+        2, {"w": np.arange(4.0) + 10, "n": np.int32(4)}, {"position": {"epoch": 0, "index": 2}}
+    )
     # Corrupt every data file of the latest checkpoint.
     for root, _, files in os.walk(tmp_path / "ck" / "2"):
         for f in files:
@@ -154,6 +195,7 @@ def test_interrupt_saves_and_resumes(tmp_path, monkeypatch):
             if len(calls) == 3:
                 os.kill(os.getpid(), signal.SIGINT)
             return step(state, batch)
+
         return wrapped
 
     monkeypatch.setattr(mtrain._loop._step, "make_train_step", interrupting)
@@ -172,16 +214,44 @@ def test_interrupt_saves_and_resumes(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_cli_train_and_errors(tmp_path, capsys):
-    code = cli_main(["train", "--task", "synthetic", "--preset", "tiny", "--workdir",
-                     str(tmp_path / "cli"), "--max-train", "32", "--max-val", "16",
-                     "--batch-size", "8", "--epochs", "1", "--no-progress",
-                     "--learning-rate", "1e-3"])
+    code = cli_main(
+        [
+            "train",
+            "--task",
+            "synthetic",
+            "--preset",
+            "tiny",
+            "--workdir",
+            str(tmp_path / "cli"),
+            "--max-train",
+            "32",
+            "--max-val",
+            "16",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--learning-rate",
+            "1e-3",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "accuracy" in out and "bert" in out and "roberta" in out and "loss.png" in out
     assert os.path.exists(tmp_path / "cli" / "tokenizer.json")
-    code = cli_main(["train", "--task", "sst2", "--data", str(tmp_path / "missing"),
-                     "--workdir", str(tmp_path / "bad"), "--no-progress"])
+    code = cli_main(
+        [
+            "train",
+            "--task",
+            "sst2",
+            "--data",
+            str(tmp_path / "missing"),
+            "--workdir",
+            str(tmp_path / "bad"),
+            "--no-progress",
+        ]
+    )
     assert code == 2 and "missing" in capsys.readouterr().err
     code = cli_main(["train", "--alpha", "2", "--workdir", str(tmp_path / "bad2")])
     assert code == 2 and "alpha must be in [0, 1]" in capsys.readouterr().err

@@ -148,9 +148,9 @@ def make_apply_fn(module: nn.Module, config: ModelConfig, task: str) -> ApplyFn:
         optionally ``token_type_ids`` (used by BERT only); other keys are
         ignored. RoBERTa derives position ids from ``input_ids`` and
         ``config.pad_token_id`` (as in HF); GPT-2 counts real tokens in
-        ``attention_mask``, so left and right padding both work. ``train`` must be a Python bool: when true, dropout is applied
-        using ``rng``. The function is not jitted so it can be traced inside an
-        outer ``jax.jit`` together with other models.
+        ``attention_mask``, so left and right padding both work. ``train`` must be a
+        Python bool: when true, dropout is applied using ``rng``. The function is not
+        jitted so it can be traced inside an outer ``jax.jit`` together with other models.
     """
 
     def apply_fn(params: PyTree, batch: Batch, *, train: bool, rng: jax.Array | None = None) -> Any:

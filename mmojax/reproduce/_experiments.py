@@ -92,8 +92,9 @@ def plan_runs(opts: ReproduceOptions, runner: Runner) -> list[tuple[_specs.RunSp
                     plan.append((setting, method, seed, models, "ablation"))
     real = []
     # independent and mmo always; the alignment methods when asked for (the default).
-    task_methods = [m for m in _specs.TASK_METHODS
-                    if m in ("independent", "mmo") or m in opts.methods]
+    task_methods = [
+        m for m in _specs.TASK_METHODS if m in ("independent", "mmo") or m in opts.methods
+    ]
     if "tasks" in opts.experiments:
         for setting in _specs.task_settings(opts.max_train):
             if not _selected(setting, opts):
@@ -101,19 +102,23 @@ def plan_runs(opts: ReproduceOptions, runner: Runner) -> list[tuple[_specs.RunSp
             if runner.data_path(setting.task) is None:
                 log.warning("no %s data under %s: its row says so", setting.task, opts.data_dir)
                 continue
-            real += [(setting, m, s, _specs.MODELS, "tasks") for s in seeds
-                     for m in task_methods]
+            real += [(setting, m, s, _specs.MODELS, "tasks") for s in seeds for m in task_methods]
     if {"steps-to-target", "compute"} & set(opts.experiments):
         for setting in _specs.steps_settings(opts.max_train, opts.eval_every):
             if runner.data_path(setting.task) is None:
                 raise FileNotFoundError(
-                    f"steps-to-target and compute need SST-2: no sst2/ under {opts.data_dir!r}")
-            real += [(setting, m, s, _specs.MODELS, "steps-to-target") for s in seeds
-                     for m in task_methods]
+                    f"steps-to-target and compute need SST-2: no sst2/ under {opts.data_dir!r}"
+                )
+            real += [
+                (setting, m, s, _specs.MODELS, "steps-to-target")
+                for s in seeds
+                for m in task_methods
+            ]
             if "compute" in opts.experiments:
                 for model in _specs.MODELS:  # sequential independent: each model alone
-                    real += [(setting, "independent", s, (model,), "steps-to-target")
-                             for s in seeds[:2]]
+                    real += [
+                        (setting, "independent", s, (model,), "steps-to-target") for s in seeds[:2]
+                    ]
     plan += real
     out = []
     for setting, method, seed, models, experiment in plan:
@@ -121,8 +126,9 @@ def plan_runs(opts: ReproduceOptions, runner: Runner) -> list[tuple[_specs.RunSp
         if setting.lr == "tuned":
             tune = setting
             if setting.tune_as:
-                tune = next(s for s in _specs.task_settings(opts.max_train)
-                            if s.name == setting.tune_as)
+                tune = next(
+                    s for s in _specs.task_settings(opts.max_train) if s.name == setting.tune_as
+                )
             lr = runner.tune_lr(tune, opts.lr_grid)["best"]
         spec = _specs.RunSpec(experiment, setting, method, seed, models, lr)
         out.append((spec, f"{setting.name} {method} seed {seed}"))
@@ -138,11 +144,13 @@ def _use_compile_cache(path: str) -> None:
 
 
 def reproduce(opts: ReproduceOptions) -> str:
-    """Runs what ``opts`` asks (skipping finished runs) and writes ``report.md``; returns its path."""
+    """Runs what ``opts`` asks (skipping finished runs), writes ``report.md``, returns its path."""
     overrides = {"preset": opts.preset}
     if opts.synthetic_train is not None:
-        overrides["synthetic"] = {"max_train": opts.synthetic_train,
-                                  "max_val": max(8, opts.synthetic_train // 5)}
+        overrides["synthetic"] = {
+            "max_train": opts.synthetic_train,
+            "max_val": max(8, opts.synthetic_train // 5),
+        }
     runner = Runner(opts.workdir, opts.data_dir, overrides, opts.keep_checkpoints)
     if opts.compile_cache and not {"steps-to-target", "compute"} & set(opts.experiments):
         _use_compile_cache(os.path.join(runner.workdir, "jax-cache"))

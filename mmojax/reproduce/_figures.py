@@ -20,11 +20,15 @@ def _save(fig: Figure, path: str) -> str:
     return path
 
 
-def curves(runs: Mapping[str, str], out_dir: str, kind: str, metric: str, name: str,
-           title: str) -> str:
+def curves(
+    runs: Mapping[str, str], out_dir: str, kind: str, metric: str, name: str, title: str
+) -> str:
     """Figs. 2/3: per-model curves, one line per method (``runs``: method -> metrics.jsonl)."""
-    return str(_plots.plot_comparison(dict(runs), out_dir, metric=metric, kind=kind,
-                                      filename=name, title=title))
+    return str(
+        _plots.plot_comparison(
+            dict(runs), out_dir, metric=metric, kind=kind, filename=name, title=title
+        )
+    )
 
 
 def gradient_flow(matrices: Mapping[str, np.ndarray], models: Sequence[str], path: str) -> str:
@@ -58,8 +62,9 @@ def tsne(kernels: Mapping[str, Mapping[str, np.ndarray]], path: str, seed: int =
         return None
     x = np.stack(rows).astype(np.float64)
     x = PCA(n_components=min(30, len(x) - 1), random_state=seed).fit_transform(x)
-    emb = TSNE(n_components=2, perplexity=min(10.0, (len(x) - 1) / 3), init="pca",
-               random_state=seed).fit_transform(x)
+    emb = TSNE(
+        n_components=2, perplexity=min(10.0, (len(x) - 1) / 3), init="pca", random_state=seed
+    ).fit_transform(x)
     methods = list(kernels)
     models = sorted({m for _, m in labels})
     colors = {m: f"C{i}" for i, m in enumerate(models)}
@@ -101,8 +106,13 @@ def compute_bars(values: Mapping[str, float], path: str, ylabel: str) -> str:
     names = list(values)
     bars = ax.bar(names, [values[n] for n in names], color=["C0", "C1", "C2"][: len(names)])
     for bar, n in zip(bars, names):
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{values[n]:.2f}",
-                ha="center", va="bottom")
+        ax.text(
+            bar.get_x() + bar.get_width() / 2,
+            bar.get_height(),
+            f"{values[n]:.2f}",
+            ha="center",
+            va="bottom",
+        )
     ax.set_ylabel(ylabel)
     ax.set_title("compute, normalised to mmo = 1.0")
     return _save(fig, path)

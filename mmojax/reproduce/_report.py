@@ -18,8 +18,10 @@ from mmojax.reproduce._stats import fmt_summary, paired, pct, summary, verdict
 
 # The paper's claims, quoted from its Tables 1-2, the steps-to-90% table and Fig. 7.
 PAPER_TABLE1 = {
-    "mmo": (100.0, 100.0, 100.0), "no-sharing": (86.2, 91.4, 88.9),
-    "no-sync": (94.7, 96.1, 95.3), "no-adaptive-lr": (92.3, 94.5, 93.8),
+    "mmo": (100.0, 100.0, 100.0),
+    "no-sharing": (86.2, 91.4, 88.9),
+    "no-sync": (94.7, 96.1, 95.3),
+    "no-adaptive-lr": (92.3, 94.5, 93.8),
     "independent": (82.4, 87.5, 84.2),
 }
 PAPER_TABLE2 = {  # task -> model -> (independent, mmo)
@@ -35,8 +37,9 @@ MODELS = _specs.MODELS
 
 def load_results(workdir: str) -> list[dict[str, Any]]:
     out = []
-    for path in sorted(glob.glob(os.path.join(workdir, "runs", "**", "result.json"),
-                                 recursive=True)):
+    for path in sorted(
+        glob.glob(os.path.join(workdir, "runs", "**", "result.json"), recursive=True)
+    ):
         with open(path) as f:
             res = json.load(f)
         res["_dir"] = os.path.dirname(path)
@@ -98,17 +101,34 @@ def _ablation(doc, results, workdir):
     settings = [s for s in _specs.ablation_settings() if any(k[0] == s.name for k in idx)]
     if not settings:
         return
-    doc.add("## 1. Ablation (paper Table 1): synthetic set, validation accuracy", "",
-            "Mean ± std [95% t-interval] over seeds (n), in %. Methods are paired: the same "
-            "initialisation and data order per seed. The paper's number is in brackets.", "")
+    doc.add(
+        "## 1. Ablation (paper Table 1): synthetic set, validation accuracy",
+        "",
+        "Mean ± std [95% t-interval] over seeds (n), in %. Methods are paired: the same "
+        "initialisation and data order per seed. The paper's number is in brackets.",
+        "",
+    )
     tuning = _tuning(workdir)
     for setting in settings:
-        lrs = sorted({r["learning_rate"] for (s, _, _), runs in idx.items() if s == setting.name
-                      for r in runs.values()})
-        doc.add(f"### {setting.name}: {setting.description}", "",
-                f"Learning rate: {', '.join(f'{lr:g}' for lr in lrs)}"
-                + (f" (tuned for independent on held-out training data: {tuning[setting.name]})"
-                   if setting.name in tuning else " (the paper's)"), "")
+        lrs = sorted(
+            {
+                r["learning_rate"]
+                for (s, _, _), runs in idx.items()
+                if s == setting.name
+                for r in runs.values()
+            }
+        )
+        doc.add(
+            f"### {setting.name}: {setting.description}",
+            "",
+            f"Learning rate: {', '.join(f'{lr:g}' for lr in lrs)}"
+            + (
+                f" (tuned for independent on held-out training data: {tuning[setting.name]})"
+                if setting.name in tuning
+                else " (the paper's)"
+            ),
+            "",
+        )
         rows, train_rows = [], []
         for method in _specs.ABLATION_METHODS:
             cells, tcells, any_data = [method], [method], False
@@ -139,12 +159,16 @@ def _ablation(doc, results, workdir):
                 if method != "mmo":
                     doc.findings.append(
                         f"Synthetic, {setting.name}, {model}: {method} - independent = "
-                        f"{fmt_summary(d)} points: {verdict(d, +1)}.")
+                        f"{fmt_summary(d)} points: {verdict(d, +1)}."
+                    )
                 else:
+                    i = MODELS.index(model)
+                    paper_gain = PAPER_TABLE1["mmo"][i] - PAPER_TABLE1["independent"][i]
                     doc.findings.append(
                         f"Synthetic, {setting.name}, {model}: mmo - independent = "
-                        f"{fmt_summary(d)} points; paper claims +{PAPER_TABLE1['mmo'][MODELS.index(model)] - PAPER_TABLE1['independent'][MODELS.index(model)]:.1f}: "
-                        f"{verdict(d, +1)}.")
+                        f"{fmt_summary(d)} points; paper claims +{paper_gain:.1f}: "
+                        f"{verdict(d, +1)}."
+                    )
 
 
 def _tuning(workdir):
@@ -162,16 +186,27 @@ def _tasks(doc, results, opts):
     borrowed = {}
     if not any(k[0] == "sst2" for k in idx):
         # The steps-to-target runs train SST-2 the same way (they only evaluate more often).
-        borrowed = {("sst2", method, models): runs for (setting, method, models), runs
-                    in _index(results, "steps-to-target").items()
-                    if setting == "sst2-steps" and models == MODELS}
+        borrowed = {
+            ("sst2", method, models): runs
+            for (setting, method, models), runs in _index(results, "steps-to-target").items()
+            if setting == "sst2-steps" and models == MODELS
+        }
         idx.update(borrowed)
-    doc.add("## 2. Real tasks (paper Table 2)", "",
-            "Independent vs the joint methods per model; difference = method - independent per "
-            "seed (paired), mean [95% interval]. SST-2: dev accuracy; NER: CoNLL-2003 validation "
-            "entity F1; QA: SQuAD F1." + (" The SST-2 rows are the final dev accuracies of the "
-                                           "steps-to-target runs (same training, evaluated more "
-                                           "often)." if borrowed else ""), "")
+    doc.add(
+        "## 2. Real tasks (paper Table 2)",
+        "",
+        "Independent vs the joint methods per model; difference = method - independent per "
+        "seed (paired), mean [95% interval]. SST-2: dev accuracy; NER: CoNLL-2003 validation "
+        "entity F1; QA: SQuAD F1."
+        + (
+            " The SST-2 rows are the final dev accuracies of the "
+            "steps-to-target runs (same training, evaluated more "
+            "often)."
+            if borrowed
+            else ""
+        ),
+        "",
+    )
     rows = []
     for task in ("sst2", "ner", "qa"):
         settings = {k[0] for k in idx if k[0] == task}
@@ -193,13 +228,34 @@ def _tasks(doc, results, opts):
                 seeds = sorted(set(ind) & set(vals))
                 d = paired([vals[s] for s in seeds], [ind[s] for s in seeds])
                 paper = f"{p[0]} / {p[1]} (+{p[1] - p[0]:.1f})" if method == "mmo" else ""
-                rows.append([task, model, method, fmt_summary(summary(list(ind.values()))),
-                             fmt_summary(summary(list(vals.values()))), fmt_summary(d), paper])
+                rows.append(
+                    [
+                        task,
+                        model,
+                        method,
+                        fmt_summary(summary(list(ind.values()))),
+                        fmt_summary(summary(list(vals.values()))),
+                        fmt_summary(d),
+                        paper,
+                    ]
+                )
                 claim = f" (paper: +{p[1] - p[0]:.1f})" if method == "mmo" else ""
-                doc.findings.append(f"{task}, {model}: {method} - independent = "
-                                    f"{fmt_summary(d)} points{claim}: {verdict(d, +1)}.")
-    doc.table(["task", "model", "method", "independent", "method's score",
-               "method - independent", "paper ind / mmo"], rows)
+                doc.findings.append(
+                    f"{task}, {model}: {method} - independent = "
+                    f"{fmt_summary(d)} points{claim}: {verdict(d, +1)}."
+                )
+    doc.table(
+        [
+            "task",
+            "model",
+            "method",
+            "independent",
+            "method's score",
+            "method - independent",
+            "paper ind / mmo",
+        ],
+        rows,
+    )
     if opts.max_train:
         doc.add(f"Training sets capped at {opts.max_train} examples (CPU budget).", "")
 
@@ -211,10 +267,14 @@ def _steps(doc, results, opts, fig_dir):
         return None
     setting = keys[0][0]
     target = f"{opts.target:g}"
-    doc.add(f"## 3. Steps to {pct(opts.target, 0)} validation accuracy (paper's steps table)", "",
-            f"Optimizer updates until the SST-2 dev accuracy first reaches the target, "
-            f"evaluated every {opts.eval_every} updates. 'never' = not reached in the run; "
-            "such runs are counted, not dropped.", "")
+    doc.add(
+        f"## 3. Steps to {pct(opts.target, 0)} validation accuracy (paper's steps table)",
+        "",
+        f"Optimizer updates until the SST-2 dev accuracy first reaches the target, "
+        f"evaluated every {opts.eval_every} updates. 'never' = not reached in the run; "
+        "such runs are counted, not dropped.",
+        "",
+    )
     methods = [m for m in ("independent", *_JOINT_METHODS) if (setting, m, MODELS) in idx]
     rows = []
     for model in MODELS:
@@ -223,8 +283,11 @@ def _steps(doc, results, opts, fig_dir):
             runs = idx.get((setting, method, MODELS), {})
             hits = [r["time_to"][target][model] for r in runs.values()]
             reached = [h["update"] for h in hits if h]
-            row.append(f"{np.median(reached):.0f} (reached {len(reached)}/{len(hits)})"
-                       if reached else f"never (0/{len(hits)})")
+            row.append(
+                f"{np.median(reached):.0f} (reached {len(reached)}/{len(hits)})"
+                if reached
+                else f"never (0/{len(hits)})"
+            )
         p = PAPER_STEPS90[model]
         rows.append([*row, f"{p[0]} / {p[1]}"])
     doc.table(["model", *methods, "paper ind / mmo (90%)"], rows)
@@ -235,10 +298,16 @@ def _steps(doc, results, opts, fig_dir):
             row = [thr, model]
             for method in methods:
                 runs = idx.get((setting, method, MODELS), {})
-                reached = [r["time_to"][thr][model]["update"] for r in runs.values()
-                           if r["time_to"][thr][model]]
-                row.append(f"{np.median(reached):.0f} ({len(reached)}/{len(runs)})"
-                           if reached else f"never (0/{len(runs)})")
+                reached = [
+                    r["time_to"][thr][model]["update"]
+                    for r in runs.values()
+                    if r["time_to"][thr][model]
+                ]
+                row.append(
+                    f"{np.median(reached):.0f} ({len(reached)}/{len(runs)})"
+                    if reached
+                    else f"never (0/{len(runs)})"
+                )
             thr_rows.append(row)
     doc.table(["threshold", "model", *methods], thr_rows)
     return setting
@@ -261,45 +330,60 @@ def _compute(doc, results, opts, setting, fig_dir):
         runs = idx.get((setting, method, MODELS), {})
         if all(s in runs for s in seeds):
             joint_runs[method] = runs
-    wall = {"sequential independent": np.mean([sum(a[s]["wall_time"] for a in alone)
-                                               for s in seeds])}
-    wall.update({k: np.mean([runs[s]["wall_time"] for s in seeds])
-                 for k, runs in joint_runs.items()})
+    wall = {
+        "sequential independent": np.mean([sum(a[s]["wall_time"] for a in alone) for s in seeds])
+    }
+    wall.update(
+        {k: np.mean([runs[s]["wall_time"] for s in seeds]) for k, runs in joint_runs.items()}
+    )
     norm = {k: v / wall["mmo"] for k, v in wall.items()}
-    doc.add("## 4. Compute (paper Fig. 7)", "",
-            f"Measured wall time of whole runs (training, compilation and evaluation) on "
-            f"{mmo[seeds[0]]['device']}, mean over seeds {seeds}; sequential independent = the "
-            "three single-model runs one after another, parallel independent = the three "
-            "models in one jitted step without sharing.", "")
-    doc.table(["approach", "wall time (s)", "normalised (mmo = 1)", "paper"],
-              [[k, f"{wall[k]:.1f}", f"{norm[k]:.2f}", PAPER_COMPUTE.get(k, "")] for k in wall])
+    doc.add(
+        "## 4. Compute (paper Fig. 7)",
+        "",
+        f"Measured wall time of whole runs (training, compilation and evaluation) on "
+        f"{mmo[seeds[0]]['device']}, mean over seeds {seeds}; sequential independent = the "
+        "three single-model runs one after another, parallel independent = the three "
+        "models in one jitted step without sharing.",
+        "",
+    )
+    doc.table(
+        ["approach", "wall time (s)", "normalised (mmo = 1)", "paper"],
+        [[k, f"{wall[k]:.1f}", f"{norm[k]:.2f}", PAPER_COMPUTE.get(k, "")] for k in wall],
+    )
     target = f"{opts.target:g}"
     rows = []
     for name, runs_of in joint_runs.items():
-        t = [max((r["time_to"][target][m] or {"time": math.inf})["time"] for m in MODELS)
-             for r in (runs_of[s] for s in seeds)]
+        t = [
+            max((r["time_to"][target][m] or {"time": math.inf})["time"] for m in MODELS)
+            for r in (runs_of[s] for s in seeds)
+        ]
         rows.append([name, "never" if not np.isfinite(np.mean(t)) else f"{np.mean(t):.1f}"])
     doc.add(f"Wall time until every model reached {pct(opts.target, 0)} (mean):", "")
     doc.table(["approach", "seconds"], rows)
     doc.findings.append(
         f"Compute: sequential / parallel / mmo = {norm['sequential independent']:.2f} / "
-        f"{norm['parallel independent']:.2f} / 1.00 (paper: 3.0 / 1.2 / 1.0).")
-    return _figures.compute_bars(norm, os.path.join(fig_dir, "fig7_compute.png"),
-                                 "wall time (mmo = 1)")
+        f"{norm['parallel independent']:.2f} / 1.00 (paper: 3.0 / 1.2 / 1.0)."
+    )
+    return _figures.compute_bars(
+        norm, os.path.join(fig_dir, "fig7_compute.png"), "wall time (mmo = 1)"
+    )
 
 
 def _collapse(doc, results):
-    doc.add("## 6. Collapse diagnostics", "",
-            "For every (type, shape) key shared by several models: the mean pairwise cosine "
-            "similarity of its members' final values across models (mean over seeds), "
-            "independent vs the joint methods. Values near 1.00 mean the members became copies "
-            "of each other. Below each table: the final training loss each model reached "
-            "(mean over seeds), to see whether a model lost capacity.", "")
+    doc.add(
+        "## 6. Collapse diagnostics",
+        "",
+        "For every (type, shape) key shared by several models: the mean pairwise cosine "
+        "similarity of its members' final values across models (mean over seeds), "
+        "independent vs the joint methods. Values near 1.00 mean the members became copies "
+        "of each other. Below each table: the final training loss each model reached "
+        "(mean over seeds), to see whether a model lost capacity.",
+        "",
+    )
     for exp in ("ablation", "steps-to-target", "tasks"):
         idx = _index(results, exp)
         for setting in sorted({k[0] for k in idx}):
-            methods = [m for m in ("independent", *_JOINT_METHODS)
-                       if idx.get((setting, m, MODELS))]
+            methods = [m for m in ("independent", *_JOINT_METHODS) if idx.get((setting, m, MODELS))]
             if "independent" not in methods or len(methods) < 2:
                 continue
             first = next(iter(idx[(setting, methods[1], MODELS)].values()))
@@ -307,9 +391,13 @@ def _collapse(doc, results):
             for key in first["collapse"]:
                 row = [key]
                 for m in methods:
-                    s = summary([r["collapse"][key]["cross_model"]
-                                 for r in idx[(setting, m, MODELS)].values()
-                                 if key in r["collapse"]])
+                    s = summary(
+                        [
+                            r["collapse"][key]["cross_model"]
+                            for r in idx[(setting, m, MODELS)].values()
+                            if key in r["collapse"]
+                        ]
+                    )
                     row.append(f"{s['mean']:.2f}")
                 rows.append(row)
             doc.add(f"### {exp}: {setting}", "")
@@ -317,21 +405,34 @@ def _collapse(doc, results):
             loss_rows = []
             for m in methods:
                 runs = idx[(setting, m, MODELS)].values()
-                loss_rows.append([m, *(f"{np.mean([r['final_train_loss'][mod] for r in runs]):.3f}"
-                                       for mod in MODELS)])
+                loss_rows.append(
+                    [
+                        m,
+                        *(
+                            f"{np.mean([r['final_train_loss'][mod] for r in runs]):.3f}"
+                            for mod in MODELS
+                        ),
+                    ]
+                )
             doc.table(["final training loss", *MODELS], loss_rows)
 
 
 def _ensembles(doc, results):
-    doc.add("## 7. Ensembles and diversity", "",
-            "Accuracy of the three models' averaged predicted probabilities and their mean "
-            "pairwise disagreement on the validation split (mean over seeds).", "")
+    doc.add(
+        "## 7. Ensembles and diversity",
+        "",
+        "Accuracy of the three models' averaged predicted probabilities and their mean "
+        "pairwise disagreement on the validation split (mean over seeds).",
+        "",
+    )
     rows = []
     for exp in ("ablation", "steps-to-target", "tasks"):
         idx = _index(results, exp)
         for (setting, method, models), runs in sorted(idx.items()):
-            if method not in ("independent", *_JOINT_METHODS, "mutual-learning") \
-                    or models != MODELS:
+            if (
+                method not in ("independent", *_JOINT_METHODS, "mutual-learning")
+                or models != MODELS
+            ):
                 continue
             accs, dis, best = [], [], []
             for r in runs.values():
@@ -348,10 +449,10 @@ def _ensembles(doc, results):
                 dis.append(float(np.mean([(a != b).mean() for a, b in combinations(preds, 2)])))
                 best.append(max(float((p == labels).mean()) for p in preds))
             if accs:
-                rows.append([setting, method, pct(np.mean(accs)), pct(np.mean(best)),
-                             pct(np.mean(dis))])
-    doc.table(["setting", "method", "ensemble accuracy", "best single model", "disagreement"],
-              rows)
+                rows.append(
+                    [setting, method, pct(np.mean(accs)), pct(np.mean(best)), pct(np.mean(dis))]
+                )
+    doc.table(["setting", "method", "ensemble accuracy", "best single model", "disagreement"], rows)
 
 
 def _labels(r):
@@ -361,8 +462,7 @@ def _labels(r):
     if os.path.exists(cache):
         return np.load(cache)
     cfg = r["config"]
-    raw = _tasks._load_raw(cfg["task"], cfg["data"], cfg["seed"], cfg["max_train"],
-                           cfg["max_val"])
+    raw = _tasks._load_raw(cfg["task"], cfg["data"], cfg["seed"], cfg["max_train"], cfg["max_val"])
     labels = np.asarray(raw.validation.labels)
     np.save(cache, labels)
     return labels
@@ -371,33 +471,65 @@ def _labels(r):
 def _figures_section(doc, results, workdir, fig_dir, steps_setting, compute_fig):
     doc.add("## 5. Figures", "")
     idx = _index(results, "ablation")
-    setting = next((s.name for s in reversed(_specs.ablation_settings())
-                    if (s.name, "mmo", MODELS) in idx and (s.name, "independent", MODELS) in idx),
-                   None)
+    setting = next(
+        (
+            s.name
+            for s in reversed(_specs.ablation_settings())
+            if (s.name, "mmo", MODELS) in idx and (s.name, "independent", MODELS) in idx
+        ),
+        None,
+    )
     figs = []
     if setting is not None:
-        runs = {m: os.path.join(idx[(setting, m, MODELS)][min(idx[(setting, m, MODELS)])]["_dir"],
-                                "metrics.jsonl") for m in ("independent", "mmo")}
-        figs.append(("Fig. 2: training loss, mmo vs independent (" + setting + ", seed 0)",
-                     _figures.curves(runs, fig_dir, "train", "loss", "fig2_loss.png",
-                                     f"training loss ({setting})")))
-        figs.append(("Fig. 3: validation accuracy (" + setting + ")",
-                     _figures.curves(runs, fig_dir, "eval", "main", "fig3_accuracy.png",
-                                     f"validation accuracy ({setting})")))
+        runs = {
+            m: os.path.join(
+                idx[(setting, m, MODELS)][min(idx[(setting, m, MODELS)])]["_dir"], "metrics.jsonl"
+            )
+            for m in ("independent", "mmo")
+        }
+        figs.append(
+            (
+                "Fig. 2: training loss, mmo vs independent (" + setting + ", seed 0)",
+                _figures.curves(
+                    runs, fig_dir, "train", "loss", "fig2_loss.png", f"training loss ({setting})"
+                ),
+            )
+        )
+        figs.append(
+            (
+                "Fig. 3: validation accuracy (" + setting + ")",
+                _figures.curves(
+                    runs,
+                    fig_dir,
+                    "eval",
+                    "main",
+                    "fig3_accuracy.png",
+                    f"validation accuracy ({setting})",
+                ),
+            )
+        )
         mats = {}
         for method in ("independent", "mmo"):
             mat = np.full((3, 3), np.nan)
             for i, a in enumerate(MODELS):
                 mat[i, i] = 1.0
                 for j, b in enumerate(MODELS):
-                    vals = [r["gradient_cosines"].get(a, {}).get(b)
-                            for r in idx[(setting, method, MODELS)].values()]
+                    vals = [
+                        r["gradient_cosines"].get(a, {}).get(b)
+                        for r in idx[(setting, method, MODELS)].values()
+                    ]
                     vals = [v for v in vals if v is not None]
                     if vals and i != j:
                         mat[i, j] = float(np.mean(vals))
             mats[method] = mat
-        figs.append(("Fig. 4: gradient cosine on shared keys between models",
-                     _figures.gradient_flow(mats, MODELS, os.path.join(fig_dir, "fig4_gradient_flow.png"))))
+        figs.append(
+            (
+                "Fig. 4: gradient cosine on shared keys between models",
+                _figures.gradient_flow(
+                    mats, MODELS, os.path.join(fig_dir, "fig4_gradient_flow.png")
+                ),
+            )
+        )
         kernels = {}
         for method in ("independent", "mmo"):
             runs_m = idx[(setting, method, MODELS)]
@@ -407,7 +539,9 @@ def _figures_section(doc, results, workdir, fig_dir, steps_setting, compute_fig)
         path = _figures.tsne(kernels, os.path.join(fig_dir, "fig5_tsne_attention.png"))
         if path:
             figs.append(("Fig. 5: t-SNE of attention kernels, independent vs mmo (seed 0)", path))
-        path = _figures.learning_rates(runs["mmo"], os.path.join(fig_dir, "fig6_learning_rates.png"))
+        path = _figures.learning_rates(
+            runs["mmo"], os.path.join(fig_dir, "fig6_learning_rates.png")
+        )
         if path:
             figs.append(("Fig. 6: per-model learning rate under mmo", path))
     if compute_fig:
@@ -425,16 +559,21 @@ def write_report(workdir: str, opts) -> str:
     doc = _Doc()
     devices = sorted({r["device"] for r in results})
     presets = sorted({r["config"]["preset"] for r in results})
-    doc.add("# mmojax reproduction report", "",
-            f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} from "
-            f"{len(results)} runs in `runs/` beside this file (raw per-run JSON: `result.json`, "
-            f"curves: `metrics.jsonl`). Devices: {', '.join(devices) or 'none'}. "
-            f"Seeds requested: {opts.seeds}. Nothing below is typed by hand except the "
-            "paper's own numbers, quoted for comparison.", "",
-            "Common settings (paper section 4.4): batch 16, gradient accumulation 2, weight "
-            "decay 0.01, alpha 0.2, beta 0.1 every 10 updates, adaptive lr, weights bert 1.0 / "
-            "gpt2 0.8 / roberta 1.2 (mmo), per-model clip 1.0; models from scratch, preset "
-            f"{', '.join(presets) or 'n/a'} (`small`: hidden 128, 2/2/3 layers).", "")
+    doc.add(
+        "# mmojax reproduction report",
+        "",
+        f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} from "
+        f"{len(results)} runs in `runs/` beside this file (raw per-run JSON: `result.json`, "
+        f"curves: `metrics.jsonl`). Devices: {', '.join(devices) or 'none'}. "
+        f"Seeds requested: {opts.seeds}. Nothing below is typed by hand except the "
+        "paper's own numbers, quoted for comparison.",
+        "",
+        "Common settings (paper section 4.4): batch 16, gradient accumulation 2, weight "
+        "decay 0.01, alpha 0.2, beta 0.1 every 10 updates, adaptive lr, weights bert 1.0 / "
+        "gpt2 0.8 / roberta 1.2 (mmo), per-model clip 1.0; models from scratch, preset "
+        f"{', '.join(presets) or 'n/a'} (`small`: hidden 128, 2/2/3 layers).",
+        "",
+    )
     _ablation(doc, results, workdir)
     if "tasks" in opts.experiments:
         _tasks(doc, results, opts)

@@ -44,10 +44,17 @@ def time_to_thresholds(records, main_metric: str, models) -> dict[str, dict[str,
     for thr in THRESHOLDS:
         out[f"{thr:g}"] = {}
         for m in models:
-            hit = next((r for r in evals
-                        if (r["models"].get(m, {}).get(main_metric) or 0.0) >= thr - 1e-9), None)
-            out[f"{thr:g}"][m] = None if hit is None else {"update": hit["update"],
-                                                            "time": hit["time"]}
+            hit = next(
+                (
+                    r
+                    for r in evals
+                    if (r["models"].get(m, {}).get(main_metric) or 0.0) >= thr - 1e-9
+                ),
+                None,
+            )
+            out[f"{thr:g}"][m] = (
+                None if hit is None else {"update": hit["update"], "time": hit["time"]}
+            )
     return out
 
 
@@ -58,14 +65,24 @@ def collapse_cosines(params) -> dict[str, dict[str, float]]:
     out = {}
     for group in plan.shared_groups:
         vecs = [flat[m.index] for m in group.members]
-        cos = [float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
-               for a, b in combinations(vecs, 2)]
-        cross = [float(flat[a.index] @ flat[b.index]
-                       / max(np.linalg.norm(flat[a.index]) * np.linalg.norm(flat[b.index]), 1e-30))
-                 for a, b in combinations(group.members, 2) if a.model != b.model]
-        out[str(group.key)] = {"all": float(np.mean(cos)),
-                               "cross_model": float(np.mean(cross)) if cross else None,
-                               "members": len(vecs)}
+        cos = [
+            float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+            for a, b in combinations(vecs, 2)
+        ]
+        cross = [
+            float(
+                flat[a.index]
+                @ flat[b.index]
+                / max(np.linalg.norm(flat[a.index]) * np.linalg.norm(flat[b.index]), 1e-30)
+            )
+            for a, b in combinations(group.members, 2)
+            if a.model != b.model
+        ]
+        out[str(group.key)] = {
+            "all": float(np.mean(cos)),
+            "cross_model": float(np.mean(cross)) if cross else None,
+            "members": len(vecs),
+        }
     return out
 
 
@@ -76,8 +93,11 @@ def attention_kernels(params) -> dict[str, np.ndarray]:
     for m in params:
         keys = jax.tree.leaves(labels[m], is_leaf=lambda x: isinstance(x, mmojax.ParamKey))
         leaves = jax.tree.leaves(params[m])
-        mats = [np.asarray(x, np.float32).ravel() for k, x in zip(keys, leaves)
-                if k.type == "attention" and len(k.shape) == 2 and k.shape[0] == k.shape[1]]
+        mats = [
+            np.asarray(x, np.float32).ravel()
+            for k, x in zip(keys, leaves)
+            if k.type == "attention" and len(k.shape) == 2 and k.shape[0] == k.shape[1]
+        ]
         if mats:
             out[m] = np.stack(mats)
     return out
@@ -92,8 +112,13 @@ class Runner:
     ``keep_checkpoints``.
     """
 
-    def __init__(self, workdir: str, data_dir: str | None,
-                 overrides: dict[str, Any] | None = None, keep_checkpoints: bool = False):
+    def __init__(
+        self,
+        workdir: str,
+        data_dir: str | None,
+        overrides: dict[str, Any] | None = None,
+        keep_checkpoints: bool = False,
+    ):
         self.workdir = os.path.abspath(workdir)
         self.keep_checkpoints = keep_checkpoints
         self.data_dir = data_dir
@@ -132,8 +157,9 @@ class Runner:
         if spec.method == "distillation":
             extra["teacher_logits"] = self.teacher_logits(spec)
         config = self._config(spec, **extra)
-        resume = os.path.exists(os.path.join(run_dir, "checkpoints")) and \
-            os.path.exists(os.path.join(run_dir, "config.json"))
+        resume = os.path.exists(os.path.join(run_dir, "checkpoints")) and os.path.exists(
+            os.path.join(run_dir, "config.json")
+        )
         try:
             # A run directory without a resumable run holds only this run's leftovers.
             result = train(config, resume=resume, overwrite=not resume)
@@ -148,30 +174,56 @@ class Runner:
         records = _metrics.read_metrics(result.metrics_path)
         main = _tasks.MAIN_METRIC[config.task]
         trains = [r for r in records if r.get("kind") == "train"]
-        final_train = {m: float(np.nanmean([r["models"][m]["loss"] for r in trains[-3:]
-                                            if r["models"][m].get("loss") is not None]))
-                       for m in config.models} if trains else {}
+        final_train = (
+            {
+                m: float(
+                    np.nanmean(
+                        [
+                            r["models"][m]["loss"]
+                            for r in trains[-3:]
+                            if r["models"][m].get("loss") is not None
+                        ]
+                    )
+                )
+                for m in config.models
+            }
+            if trains
+            else {}
+        )
         gcos = {}
         for m in config.models:
-            for key in (trains[0]["models"][m] if trains else {}):
+            for key in trains[0]["models"][m] if trains else {}:
                 if key.startswith("gcos/"):
-                    vals = [r["models"][m][key] for r in trains if r["models"][m].get(key) is not None]
+                    vals = [
+                        r["models"][m][key] for r in trains if r["models"][m].get(key) is not None
+                    ]
                     gcos.setdefault(m, {})[key[5:]] = float(np.mean(vals)) if vals else None
         params = jax.device_get(result.state.params)
         out = {
-            "run_id": spec.run_id, "experiment": spec.experiment, "setting": spec.setting.name,
-            "method": spec.method, "seed": spec.seed, "learning_rate": spec.learning_rate,
-            "models": list(config.models), "task": config.task, "main_metric": main,
-            "config": config.to_dict(), "final": result.final, "history": result.history,
-            "steps": result.steps, "updates": result.updates, "wall_time": result.total_wall_time,
-            "skipped": result.skipped, "final_train_loss": final_train,
+            "run_id": spec.run_id,
+            "experiment": spec.experiment,
+            "setting": spec.setting.name,
+            "method": spec.method,
+            "seed": spec.seed,
+            "learning_rate": spec.learning_rate,
+            "models": list(config.models),
+            "task": config.task,
+            "main_metric": main,
+            "config": config.to_dict(),
+            "final": result.final,
+            "history": result.history,
+            "steps": result.steps,
+            "updates": result.updates,
+            "wall_time": result.total_wall_time,
+            "skipped": result.skipped,
+            "final_train_loss": final_train,
             "time_to": time_to_thresholds(records, main, config.models),
             "collapse": collapse_cosines(params) if len(config.models) > 1 else {},
-            "gradient_cosines": gcos, "parameter_counts": result.parameter_counts,
+            "gradient_cosines": gcos,
+            "parameter_counts": result.parameter_counts,
             "device": str(jax.devices()[0]),
         }
-        arrays = {f"probs/{m}": p for m, p in (result.probabilities or {}).items()
-                  if p is not None}
+        arrays = {f"probs/{m}": p for m, p in (result.probabilities or {}).items() if p is not None}
         if spec.seed == 0:
             arrays.update({f"attn/{m}": k for m, k in attention_kernels(params).items()})
         run_dir = self.run_dir(spec)
@@ -183,23 +235,39 @@ class Runner:
 
     def teacher_logits(self, spec: _specs.RunSpec) -> str:
         """Trains the teacher (RoBERTa alone) and returns its logits on the training split."""
-        teacher = _specs.RunSpec(spec.experiment, spec.setting, "independent", spec.seed,
-                                 (_specs.TEACHER,), spec.learning_rate)
+        teacher = _specs.RunSpec(
+            spec.experiment,
+            spec.setting,
+            "independent",
+            spec.seed,
+            (_specs.TEACHER,),
+            spec.learning_rate,
+        )
         path = os.path.join(self.run_dir(teacher), "teacher_logits.npy")
         if os.path.exists(path):
             return path
         config = self._config(teacher)
         result = train(config, overwrite=True)
         self._record(teacher, config, result)
-        task = _tasks.prepare_task(config.task, config.data, seed=config.seed,
-                                   vocab_size=config.vocab_size, max_train=config.max_train,
-                                   max_val=config.max_val,
-                                   tokenizer_path=os.path.join(config.workdir, "tokenizer.json"))
-        built = mmodels.build_models([_specs.TEACHER], preset=config.preset,
-                                     task=task.model_task,
-                                     vocab_size=task.tokenizer.get_vocab_size(),
-                                     max_length=task.max_length, num_labels=task.num_labels,
-                                     seed=config.seed, dropout=config.dropout)
+        task = _tasks.prepare_task(
+            config.task,
+            config.data,
+            seed=config.seed,
+            vocab_size=config.vocab_size,
+            max_train=config.max_train,
+            max_val=config.max_val,
+            tokenizer_path=os.path.join(config.workdir, "tokenizer.json"),
+        )
+        built = mmodels.build_models(
+            [_specs.TEACHER],
+            preset=config.preset,
+            task=task.model_task,
+            vocab_size=task.tokenizer.get_vocab_size(),
+            max_length=task.max_length,
+            num_labels=task.num_labels,
+            seed=config.seed,
+            dropout=config.dropout,
+        )
         apply = jax.jit(lambda p, b: built[_specs.TEACHER].apply_fn(p, b, train=False))
         params = result.state.params[_specs.TEACHER]
         logits = np.zeros((len(task.train.lengths), task.num_labels), np.float32)
@@ -210,8 +278,9 @@ class Runner:
         np.save(path, logits)
         return path
 
-    def tune_lr(self, setting: _specs.Setting,
-                grid: tuple[float, ...] = _specs.LR_GRID) -> dict[str, Any]:
+    def tune_lr(
+        self, setting: _specs.Setting, grid: tuple[float, ...] = _specs.LR_GRID
+    ) -> dict[str, Any]:
         """Picks the lr of ``independent`` on a held-out 10% of the training split (seed 0)."""
         path = os.path.join(self.workdir, "tuning", f"{setting.name}.json")
         if os.path.exists(path):
@@ -225,9 +294,14 @@ class Runner:
             scores[f"{lr:g}"] = float(np.mean([res["final"][m][main] for m in res["models"]]))
             losses[f"{lr:g}"] = float(np.mean([res["final"][m]["loss"] for m in res["models"]]))
         best = max(scores, key=lambda k: (scores[k], -losses[k]))
-        out = {"setting": setting.name, "scores": scores, "losses": losses, "best": float(best),
-               "criterion": "mean held-out main metric of the three models (ties: lower "
-                            "held-out loss), independent, seed 0"}
+        out = {
+            "setting": setting.name,
+            "scores": scores,
+            "losses": losses,
+            "best": float(best),
+            "criterion": "mean held-out main metric of the three models (ties: lower "
+            "held-out loss), independent, seed 0",
+        }
         os.makedirs(os.path.dirname(path), exist_ok=True)
         _write_json(path, out)
         return out

@@ -22,17 +22,32 @@ METHODS: dict[str, dict[str, Any]] = {
     "no-sharing": {"mode": "no-sharing", "grouping": "type_shape"},
     "no-sync": {"mode": "no-sync", "grouping": "type_shape"},
     "no-adaptive-lr": {"mode": "no-adaptive-lr", "grouping": "type_shape"},
-    "distillation": {"mode": "independent", "coupling": "distill", "temperature": 2.0,
-                     "coupling_weight": 1.0},
-    "mutual-learning": {"mode": "independent", "coupling": "mutual", "temperature": 1.0,
-                        "coupling_weight": 1.0},
+    "distillation": {
+        "mode": "independent",
+        "coupling": "distill",
+        "temperature": 2.0,
+        "coupling_weight": 1.0,
+    },
+    "mutual-learning": {
+        "mode": "independent",
+        "coupling": "mutual",
+        "temperature": 1.0,
+        "coupling_weight": 1.0,
+    },
 }
 ABLATION_METHODS = tuple(METHODS)
 TASK_METHODS = ("independent", "mmo", "mmo-role", "mmo-role-depth")
 
 # The paper's settings (section 4.4) shared by every run.
-PAPER = dict(batch_size=16, gradient_accumulation_steps=2, weight_decay=0.01, alpha=0.2,
-             beta=0.1, sync_every=10, model_weights={"bert": 1.0, "gpt2": 0.8, "roberta": 1.2})
+PAPER = dict(
+    batch_size=16,
+    gradient_accumulation_steps=2,
+    weight_decay=0.01,
+    alpha=0.2,
+    beta=0.1,
+    sync_every=10,
+    model_weights={"bert": 1.0, "gpt2": 0.8, "roberta": 1.2},
+)
 PAPER_LR = 3e-5
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3)
 
@@ -63,31 +78,61 @@ def ablation_settings() -> list[Setting]:
     converging = {"epochs": 10, "warmup_ratio": 0.1, "eval_every": 0}
     out = []
     for lr in ("paper", "tuned"):
-        out.append(Setting(f"literal-{lr}", "synthetic", literal, lr,
-                           "the paper as written: 3 epochs (~45 updates), 100 warmup updates",
-                           default=lr == "paper"))
-        out.append(Setting(f"converging-{lr}", "synthetic", converging, lr,
-                           "10 epochs (~155 updates), warmup 10% of the updates, cosine decay",
-                           default=lr == "tuned"))
+        out.append(
+            Setting(
+                f"literal-{lr}",
+                "synthetic",
+                literal,
+                lr,
+                "the paper as written: 3 epochs (~45 updates), 100 warmup updates",
+                default=lr == "paper",
+            )
+        )
+        out.append(
+            Setting(
+                f"converging-{lr}",
+                "synthetic",
+                converging,
+                lr,
+                "10 epochs (~155 updates), warmup 10% of the updates, cosine decay",
+                default=lr == "tuned",
+            )
+        )
     return out
 
 
 def task_settings(max_train: int | None) -> list[Setting]:
     common = {"epochs": 1, "warmup_ratio": 0.1, "max_train": max_train, "eval_every": 0}
     return [
-        Setting("sst2", "sst2", {**common, "eval_every": 0}, "tuned",
-                "SST-2, 1 epoch, warmup 10%, lr tuned for independent on a held-out 10% of train"),
-        Setting("ner", "ner", {**common, "batch_size": 16}, "tuned",
-                "CoNLL-2003, 1 epoch, warmup 10%, lr tuned for independent on held-out train"),
+        Setting(
+            "sst2",
+            "sst2",
+            {**common, "eval_every": 0},
+            "tuned",
+            "SST-2, 1 epoch, warmup 10%, lr tuned for independent on a held-out 10% of train",
+        ),
+        Setting(
+            "ner",
+            "ner",
+            {**common, "batch_size": 16},
+            "tuned",
+            "CoNLL-2003, 1 epoch, warmup 10%, lr tuned for independent on held-out train",
+        ),
         Setting("qa", "qa", common, "tuned", "SQuAD-format QA, when data is given"),
     ]
 
 
 def steps_settings(max_train: int | None, eval_every: int) -> list[Setting]:
-    return [Setting("sst2-steps", "sst2",
-                    {"epochs": 1, "warmup_ratio": 0.1, "max_train": max_train,
-                     "eval_every": eval_every}, "tuned",
-                    f"SST-2, 1 epoch, validation every {eval_every} updates", tune_as="sst2")]
+    return [
+        Setting(
+            "sst2-steps",
+            "sst2",
+            {"epochs": 1, "warmup_ratio": 0.1, "max_train": max_train, "eval_every": eval_every},
+            "tuned",
+            f"SST-2, 1 epoch, validation every {eval_every} updates",
+            tune_as="sst2",
+        )
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,17 +149,27 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         models = "" if self.models == MODELS else "-" + "+".join(self.models)
-        return (f"{self.experiment}/{self.setting.name}/{self.method}{models}/"
-                f"lr{self.learning_rate:g}/seed{self.seed}")
+        return (
+            f"{self.experiment}/{self.setting.name}/{self.method}{models}/"
+            f"lr{self.learning_rate:g}/seed{self.seed}"
+        )
 
     def config(self, workdir: str, data_path: str | None, **extra) -> TrainConfig:
         values = {**PAPER, **self.setting.overrides, **METHODS[self.method]}
         # Only the models of this run keep their weights.
-        values["model_weights"] = {m: w for m, w in values["model_weights"].items()
-                                   if m in self.models}
+        values["model_weights"] = {
+            m: w for m, w in values["model_weights"].items() if m in self.models
+        }
         values.update(extra)
-        values.update(task=self.setting.task, data=data_path, seed=self.seed,
-                      models=self.models, learning_rate=self.learning_rate, workdir=workdir,
-                      progress=False, keep_checkpoints=1)
+        values.update(
+            task=self.setting.task,
+            data=data_path,
+            seed=self.seed,
+            models=self.models,
+            learning_rate=self.learning_rate,
+            workdir=workdir,
+            progress=False,
+            keep_checkpoints=1,
+        )
         values = {k: v for k, v in values.items() if v is not None or k in ("max_train",)}
         return TrainConfig(**values)

@@ -47,5 +47,7 @@ def fmt_summary(s: dict[str, float], scale: float = 100.0, digits: int = 1) -> s
         return "n/a"
     if s["n"] == 1:
         return f"{scale * s['mean']:.{digits}f} (n=1)"
-    return (f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f} "
-            f"[{scale * s['lo']:.{digits}f}, {scale * s['hi']:.{digits}f}] (n={s['n']})")
+    return (
+        f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f} "
+        f"[{scale * s['lo']:.{digits}f}, {scale * s['hi']:.{digits}f}] (n={s['n']})"
+    )

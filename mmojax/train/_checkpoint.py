@@ -61,8 +61,9 @@ class Checkpointer:
     def _open(self) -> ocp.CheckpointManager:
         return ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True,
-                                                 enable_async_checkpointing=False),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=self.keep, create=True, enable_async_checkpointing=False
+            ),
         )
 
     def steps(self) -> list[int]:
@@ -78,8 +79,13 @@ class Checkpointer:
             return
         leaves = jax.device_get(jax.tree.leaves(state))
         items = {str(i): np.asarray(x) for i, x in enumerate(leaves)}
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(dict(meta))), force=True)
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(dict(meta))
+            ),
+            force=True,
+        )
         self.manager.wait_until_finished()
 
     def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict[str, Any], int]:
@@ -97,14 +103,20 @@ class Checkpointer:
         if not candidates:
             raise CheckpointError(f"no checkpoint in {self.directory}")
         leaves, treedef = jax.tree.flatten(template)
-        abstract = {str(i): np.zeros(np.shape(x), np.asarray(x).dtype)
-                    for i, x in enumerate(jax.device_get(leaves))}
+        abstract = {
+            str(i): np.zeros(np.shape(x), np.asarray(x).dtype)
+            for i, x in enumerate(jax.device_get(leaves))
+        }
         errors: list[tuple[int, str]] = []
         for s in candidates:
             try:
                 with _quiet_restore():
-                    out = self.manager.restore(s, args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+                    out = self.manager.restore(
+                        s,
+                        args=ocp.args.Composite(
+                            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+                        ),
+                    )
                 items = out["state"]
                 if set(items) != set(abstract):
                     raise ValueError(f"{len(items)} arrays, expected {len(abstract)}")
@@ -114,7 +126,8 @@ class Checkpointer:
                     if value.shape != np.shape(ref) or value.dtype != np.asarray(ref).dtype:
                         raise ValueError(
                             f"array {i} has shape {value.shape} {value.dtype}, expected "
-                            f"{np.shape(ref)} {np.asarray(ref).dtype} (different config?)")
+                            f"{np.shape(ref)} {np.asarray(ref).dtype} (different config?)"
+                        )
                     restored.append(value)
             except Exception as err:  # noqa: BLE001 - any failure means "try the previous one"
                 errors.append((s, f"{type(err).__name__}: {_first_line(err)}"))
@@ -122,8 +135,10 @@ class Checkpointer:
             if errors:
                 self._move_aside([e[0] for e in errors], s, errors[0][1])
             return jax.tree.unflatten(treedef, restored), dict(out["meta"]), s
-        raise CheckpointError(f"no usable checkpoint in {self.directory}: " + "; ".join(
-            f"step {s}: {e}" for s, e in errors))
+        raise CheckpointError(
+            f"no usable checkpoint in {self.directory}: "
+            + "; ".join(f"step {s}: {e}" for s, e in errors)
+        )
 
     def _move_aside(self, bad: list[int], restored: int, first_error: str) -> None:
         """Moves the unusable checkpoints ``bad`` out of the manager's directory."""
@@ -139,9 +154,15 @@ class Checkpointer:
             shutil.move(os.path.join(self.directory, str(s)), target)
             moved.append(target)
         self.manager = self._open()
-        log.warning("checkpoint(s) %s in %s could not be restored (%s); resumed from checkpoint "
-                    "%d and moved the unusable one(s) to %s", bad, self.directory, first_error,
-                    restored, ", ".join(moved))
+        log.warning(
+            "checkpoint(s) %s in %s could not be restored (%s); resumed from checkpoint "
+            "%d and moved the unusable one(s) to %s",
+            bad,
+            self.directory,
+            first_error,
+            restored,
+            ", ".join(moved),
+        )
 
     def close(self) -> None:
         self.manager.close()

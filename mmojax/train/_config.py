@@ -19,8 +19,17 @@ _RENAMED = {"conv_window": "convergence_window", "conv_update_every": "convergen
 # Fields a resumed run may change (the rest must match the checkpoint): how long it
 # runs and what it reports, never what it computes. A longer ``epochs`` re-plans the
 # learning-rate schedule over the new length from the current update on.
-RESUMABLE_FIELDS = ("workdir", "epochs", "max_steps", "eval_every", "log_every",
-                    "checkpoint_every", "keep_checkpoints", "max_nonfinite", "progress")
+RESUMABLE_FIELDS = (
+    "workdir",
+    "epochs",
+    "max_steps",
+    "eval_every",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "max_nonfinite",
+    "progress",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +82,8 @@ class TrainConfig:
     reduction: str = "mean"
     grouping: str = "role_depth"  # the paper's: "type_shape"
     model_weights: Mapping[str, float] | None = dataclasses.field(
-        default_factory=lambda: dict(PAPER_WEIGHTS))
+        default_factory=lambda: dict(PAPER_WEIGHTS)
+    )
     clip_norm: float | None = 1.0
     convergence_window: int = 20
     convergence_update_every: int = 10
@@ -110,12 +120,22 @@ class TrainConfig:
             raise ValueError(f"models: unknown model(s) {unknown}; valid: {list(ARCHS)}")
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"models names a model more than once: {list(self.models)}")
-        for name, minimum in (("epochs", 1), ("batch_size", 1),
-                              ("gradient_accumulation_steps", 1), ("vocab_size", 1),
-                              ("eval_batch_size", 1), ("log_every", 1), ("keep_checkpoints", 1),
-                              ("max_nonfinite", 1), ("seed", 0), ("warmup_steps", 0),
-                              ("checkpoint_every", 0), ("sync_every", 0),
-                              ("convergence_window", 2), ("convergence_update_every", 1)):
+        for name, minimum in (
+            ("epochs", 1),
+            ("batch_size", 1),
+            ("gradient_accumulation_steps", 1),
+            ("vocab_size", 1),
+            ("eval_batch_size", 1),
+            ("log_every", 1),
+            ("keep_checkpoints", 1),
+            ("max_nonfinite", 1),
+            ("seed", 0),
+            ("warmup_steps", 0),
+            ("checkpoint_every", 0),
+            ("sync_every", 0),
+            ("convergence_window", 2),
+            ("convergence_update_every", 1),
+        ):
             _check_int(name, getattr(self, name), minimum)
         for name in ("eval_every",):
             if getattr(self, name) is not None:
@@ -123,13 +143,20 @@ class TrainConfig:
         for name in ("max_steps", "max_train", "max_val"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), 1)
-        if not (_is_number(self.learning_rate) and math.isfinite(self.learning_rate)
-                and self.learning_rate > 0):
+        if not (
+            _is_number(self.learning_rate)
+            and math.isfinite(self.learning_rate)
+            and self.learning_rate > 0
+        ):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if not (_is_number(self.weight_decay) and math.isfinite(self.weight_decay)
-                and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a finite number >= 0, got "
-                             f"{self.weight_decay!r}")
+        if not (
+            _is_number(self.weight_decay)
+            and math.isfinite(self.weight_decay)
+            and self.weight_decay >= 0
+        ):
+            raise ValueError(
+                f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}"
+            )
         if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0.0 <= self.holdout < 1.0:
@@ -143,16 +170,21 @@ class TrainConfig:
         if self.coupling not in COUPLINGS:
             raise ValueError(f"coupling must be one of {COUPLINGS}, got {self.coupling!r}")
         if self.coupling == "distill" and not self.teacher_logits:
-            raise ValueError("coupling='distill' needs teacher_logits (an .npy of the teacher's "
-                             "logits on the training split)")
+            raise ValueError(
+                "coupling='distill' needs teacher_logits (an .npy of the teacher's "
+                "logits on the training split)"
+            )
         if self.model_weights is not None:
             weights = dict(self.model_weights)
             extra = sorted(set(weights) - set(self.models))
             if extra and weights != PAPER_WEIGHTS:  # the default names all three paper models
-                raise ValueError(f"model_weights names {extra}, which are not among the "
-                                 f"models {list(self.models)}")
-            object.__setattr__(self, "model_weights",
-                               {m: w for m, w in weights.items() if m in self.models})
+                raise ValueError(
+                    f"model_weights names {extra}, which are not among the "
+                    f"models {list(self.models)}"
+                )
+            object.__setattr__(
+                self, "model_weights", {m: w for m, w in weights.items() if m in self.models}
+            )
         # Fail at construction, not mid-run, on bad optimizer hyperparameters.
         self.optimizer(total_updates=max(1000, self.warmup_steps + 1))
 
@@ -194,8 +226,12 @@ class TrainConfig:
         import mmojax  # jax: imported when an optimizer is built
 
         warmup = self.warmup_for(total_updates)
-        share = {"alpha": self.alpha, "beta": self.beta, "adaptive": True,
-                 "model_weights": self.model_weights}
+        share = {
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "adaptive": True,
+            "model_weights": self.model_weights,
+        }
         if self.mode == "independent":
             share = {"alpha": 0.0, "beta": 0.0, "adaptive": False, "model_weights": None}
         elif self.mode == "joint-no-sharing":

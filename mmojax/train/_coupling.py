@@ -52,8 +52,7 @@ def mutual_learning_loss(weight: float = 1.0, temperature: float = 1.0):
     return extra_loss
 
 
-def distillation_loss(weight: float = 1.0, temperature: float = 2.0,
-                      key: str = "teacher_logits"):
+def distillation_loss(weight: float = 1.0, temperature: float = 2.0, key: str = "teacher_logits"):
     r"""Knowledge distillation (Hinton et al., 2015) from precomputed teacher logits.
 
     Adds :math:`\lambda T^2\,\mathrm{KL}(\mathrm{softmax}(z_t/T)\,\|\,\mathrm{softmax}(z_s/T))`

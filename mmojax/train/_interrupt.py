@@ -62,8 +62,11 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt  # the second signal: stop now, without saving
         self.signal_name = signal.Signals(signum).name
-        log.warning("%s received: stopping after the current step and saving a checkpoint "
-                    "(send it again to stop at once without saving)", self.signal_name)
+        log.warning(
+            "%s received: stopping after the current step and saving a checkpoint "
+            "(send it again to stop at once without saving)",
+            self.signal_name,
+        )
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():

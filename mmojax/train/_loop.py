@@ -67,25 +67,35 @@ class RunResult:
         lines = [head, "-" * len(head)]
         for m in self.config.models:
             f = self.final.get(m, {})
-            lines.append(f"{m:<18}{self.parameter_counts[m] / 1e6:>7.2f}M"
-                         f"{f.get(metric, float('nan')):>10.4f}{f.get('loss', float('nan')):>10.4f}"
-                         f"{self.skipped.get(m, 0):>9d}")
+            lines.append(
+                f"{m:<18}{self.parameter_counts[m] / 1e6:>7.2f}M"
+                f"{f.get(metric, float('nan')):>10.4f}{f.get('loss', float('nan')):>10.4f}"
+                f"{self.skipped.get(m, 0):>9d}"
+            )
         if self.baseline is not None:
             value, label = self.baseline
-            lines.append(f"{'majority class':<18}{'':>8}{value:>10.4f}{'':>10}{'':>9}"
-                         f"   (always {label!r})")
+            lines.append(
+                f"{'majority class':<18}{'':>8}{value:>10.4f}{'':>10}{'':>9}   (always {label!r})"
+            )
         return "\n".join(lines)
 
     def summary(self) -> str:
         """What ran and how long it took (the lines the CLI prints above the table)."""
         c = self.config
         earlier = self.total_wall_time - self.wall_time
-        timing = (f"wall time {self.wall_time:.1f} s in this process ({self.startup_time:.1f} s "
-                  "of it before the first step: data, models")
-        timing += (")" if not earlier else f"), {self.total_wall_time:.1f} s in all with "
-                   f"{earlier:.1f} s before the resume")
-        return (f"{c.mode} on {c.task}: {self.updates} optimizer updates ({self.steps} "
-                f"micro-batches of {c.batch_size} examples per model), seed {c.seed}\n{timing}")
+        timing = (
+            f"wall time {self.wall_time:.1f} s in this process ({self.startup_time:.1f} s "
+            "of it before the first step: data, models"
+        )
+        timing += (
+            ")"
+            if not earlier
+            else f"), {self.total_wall_time:.1f} s in all with {earlier:.1f} s before the resume"
+        )
+        return (
+            f"{c.mode} on {c.task}: {self.updates} optimizer updates ({self.steps} "
+            f"micro-batches of {c.batch_size} examples per model), seed {c.seed}\n{timing}"
+        )
 
 
 def _evaluate(eval_step, params, task: _tasks.TaskData, batch_size: int, names):
@@ -95,8 +105,10 @@ def _evaluate(eval_step, params, task: _tasks.TaskData, batch_size: int, names):
         outputs = jax.device_get(eval_step(params, batch))
         for m in names:
             evaluators[m].add(batch, outputs[m])
-    return ({m: e.result() for m, e in evaluators.items()},
-            {m: e.probabilities() for m, e in evaluators.items()})
+    return (
+        {m: e.result() for m, e in evaluators.items()},
+        {m: e.probabilities() for m, e in evaluators.items()},
+    )
 
 
 def _with_teacher(task: _tasks.TaskData, path: str) -> _tasks.TaskData:
@@ -104,11 +116,15 @@ def _with_teacher(task: _tasks.TaskData, path: str) -> _tasks.TaskData:
     logits = np.load(path)
     n = len(task.train.lengths)
     if logits.ndim != 2 or logits.shape[0] != n:
-        raise ValueError(f"teacher logits {path} have shape {logits.shape}; expected "
-                         f"({n}, num_labels) for the training split")
+        raise ValueError(
+            f"teacher logits {path} have shape {logits.shape}; expected "
+            f"({n}, num_labels) for the training split"
+        )
     train = dataclasses.replace(
-        task.train, arrays={**task.train.arrays, "teacher_logits": logits.astype(np.float32)},
-        pad_values={**task.train.pad_values, "teacher_logits": 0})
+        task.train,
+        arrays={**task.train.arrays, "teacher_logits": logits.astype(np.float32)},
+        pad_values={**task.train.pad_values, "teacher_logits": 0},
+    )
     return dataclasses.replace(task, train=train)
 
 
@@ -150,27 +166,41 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     workdir = os.path.abspath(config.workdir)
     _rundir.check(workdir, resume=resume, overwrite=overwrite)
     if resume:
-        _rundir.resumed_config(_rundir.read_config(workdir), config,
-                               source=os.path.join(workdir, _rundir.CONFIG_FILE))
+        _rundir.resumed_config(
+            _rundir.read_config(workdir), config, source=os.path.join(workdir, _rundir.CONFIG_FILE)
+        )
     tok_path = os.path.join(workdir, "tokenizer.json")
     task = _tasks.prepare_task(
-        config.task, config.data, seed=config.seed, vocab_size=config.vocab_size,
-        max_train=config.max_train, max_val=config.max_val,
-        tokenizer_path=tok_path if resume else None, holdout=config.holdout)
+        config.task,
+        config.data,
+        seed=config.seed,
+        vocab_size=config.vocab_size,
+        max_train=config.max_train,
+        max_val=config.max_val,
+        tokenizer_path=tok_path if resume else None,
+        holdout=config.holdout,
+    )
     if config.teacher_logits:
         task = _with_teacher(task, config.teacher_logits)
     built = mmodels.build_models(
-        list(config.models), preset=config.preset, task=task.model_task,
-        vocab_size=task.tokenizer.get_vocab_size(), max_length=task.max_length,
-        num_labels=task.num_labels, seed=config.seed, dropout=config.dropout)
+        list(config.models),
+        preset=config.preset,
+        task=task.model_task,
+        vocab_size=task.tokenizer.get_vocab_size(),
+        max_length=task.max_length,
+        num_labels=task.num_labels,
+        seed=config.seed,
+        dropout=config.dropout,
+    )
     log.info("models:\n%s", mmodels.parameter_table(built))
     if not resume:  # everything is validated: from here on the run writes
         _rundir.create(workdir, overwrite=overwrite)
         mdata.save_tokenizer(task.tokenizer, tok_path)
         _rundir.write_config(workdir, config)
 
-    fns = {m: _step.ModelFns(built[m].apply_fn, _tasks.loss_fn(task.model_task))
-           for m in config.models}
+    fns = {
+        m: _step.ModelFns(built[m].apply_fn, _tasks.loss_fn(task.model_task)) for m in config.models
+    }
     params = {m: built[m].params for m in config.models}
     batches = mdata.BatchIterator(task.train, config.batch_size, seed=config.seed)
     accum = config.gradient_accumulation_steps
@@ -179,8 +209,9 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     total_updates = max(1, total_steps // accum)
     tx = config.optimizer(total_updates)
     state = _step.init_train_state(params, tx, config.seed)
-    ckpt = _checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                    keep=config.keep_checkpoints)
+    ckpt = _checkpoint.Checkpointer(
+        os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints
+    )
     start, earlier_time = 0, 0.0
     if resume:
         try:
@@ -190,22 +221,25 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
             if meta.get("tokenizer") not in (None, task.tokenizer.to_str()):
                 raise _checkpoint.CheckpointError(
                     f"{tok_path} differs from the tokenizer saved in checkpoint {start}; "
-                    "restore the run's own tokenizer.json to resume")
+                    "restore the run's own tokenizer.json to resume"
+                )
         except BaseException:
             ckpt.close()
             raise
         batches.restore(meta["position"])
         earlier_time = float(meta.get("wall_time", 0.0))
         _rundir.write_config(workdir, config)
-        log.info("resumed from update %d (micro-batch %d) of %s", start // accum, start,
-                 workdir)
-    metrics = _metrics.MetricsWriter(os.path.join(workdir, "metrics.jsonl"),
-                                     start if resume else None)
-    train_step = _step.make_train_step(fns, tx, extra_loss=_coupling(config),
-                                       gradient_cosines=config.gradient_cosines)
+        log.info("resumed from update %d (micro-batch %d) of %s", start // accum, start, workdir)
+    metrics = _metrics.MetricsWriter(
+        os.path.join(workdir, "metrics.jsonl"), start if resume else None
+    )
+    train_step = _step.make_train_step(
+        fns, tx, extra_loss=_coupling(config), gradient_cosines=config.gradient_cosines
+    )
     eval_step = _step.make_eval_step(fns, _tasks.eval_outputs_fn(task.model_task))
-    stop_at = total_steps if config.max_steps is None else min(total_steps,
-                                                               config.max_steps * accum)
+    stop_at = (
+        total_steps if config.max_steps is None else min(total_steps, config.max_steps * accum)
+    )
     eval_period = config.evaluation_period(max(1, stop_at // accum)) * accum
     log_period = config.log_every * accum
     checkpoint_period = config.checkpoint_every * accum
@@ -220,26 +254,52 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     consumed = batches.position  # data position of the last *completed* step
 
     def save(step):
-        ckpt.save(step, state, {"position": consumed, "step": step, "config": config.to_dict(),
-                                "tokenizer": task.tokenizer.to_str(), "wall_time": elapsed()})
+        ckpt.save(
+            step,
+            state,
+            {
+                "position": consumed,
+                "step": step,
+                "config": config.to_dict(),
+                "tokenizer": task.tokenizer.to_str(),
+                "wall_time": elapsed(),
+            },
+        )
 
     def run_eval(step, epoch):
         nonlocal final, probabilities
-        final, probabilities = _evaluate(eval_step, state.params, task, config.eval_batch_size,
-                                         config.models)
+        final, probabilities = _evaluate(
+            eval_step, state.params, task, config.eval_batch_size, config.models
+        )
         for m, res in final.items():
             history[m].append((step // accum, res[task.main_metric]))
-        metrics.write({"kind": "eval", "step": step, "update": step // accum, "epoch": epoch,
-                       "time": elapsed(), "models": final})
+        metrics.write(
+            {
+                "kind": "eval",
+                "step": step,
+                "update": step // accum,
+                "epoch": epoch,
+                "time": elapsed(),
+                "models": final,
+            }
+        )
         return final
 
     pending: list[Any] = []
-    progress = _progress.Progress(stop_at // accum, start // accum, task.main_metric,
-                                  enabled=config.progress)
+    progress = _progress.Progress(
+        stop_at // accum, start // accum, task.main_metric, enabled=config.progress
+    )
     step = start
     if resume:
-        metrics.write({"kind": "event", "step": step, "update": step // accum,
-                       "event": "resumed", "time": elapsed()})
+        metrics.write(
+            {
+                "kind": "event",
+                "step": step,
+                "update": step // accum,
+                "event": "resumed",
+                "time": elapsed(),
+            }
+        )
     stop = _interrupt.StopRequest()
     try:
         with stop:
@@ -254,14 +314,25 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
                 progress.update(step // accum)
                 if len(pending) >= log_period or step == stop_at or stop.requested:
                     summary = _metrics.summarise(jax.device_get(pending))
-                    metrics.write({"kind": "train", "step": step, "update": step // accum,
-                                   "epoch": step / per_epoch, "time": elapsed(),
-                                   "micro_batches": len(pending), "models": summary})
+                    metrics.write(
+                        {
+                            "kind": "train",
+                            "step": step,
+                            "update": step // accum,
+                            "epoch": step / per_epoch,
+                            "time": elapsed(),
+                            "micro_batches": len(pending),
+                            "models": summary,
+                        }
+                    )
                     pending = []
                     progress.show(train_loss={m: s["loss"] for m, s in summary.items()})
                     _check_finite(state, summary, step, config, metrics, save)
-                if (eval_period and step % eval_period == 0) or step % per_epoch == 0 \
-                        or step == stop_at:
+                if (
+                    (eval_period and step % eval_period == 0)
+                    or step % per_epoch == 0
+                    or step == stop_at
+                ):
                     res = run_eval(step, step / per_epoch)
                     progress.show(validation={m: r[task.main_metric] for m, r in res.items()})
                 if checkpoint_period and step % checkpoint_period == 0:
@@ -278,10 +349,23 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     skipped = {m: int(v) for m, v in jax.device_get(state.skipped).items()}
     wall = time.perf_counter() - started
     startup = (first_step_at or time.perf_counter()) - started
-    return RunResult(config, final, history, step, step // accum, wall, skipped, metrics.path,
-                     plots, {m: mmodels.parameter_count(params[m]) for m in config.models},
-                     state, probabilities, total_wall_time=earlier_time + wall,
-                     startup_time=startup, baseline=_tasks.majority_baseline(task))
+    return RunResult(
+        config,
+        final,
+        history,
+        step,
+        step // accum,
+        wall,
+        skipped,
+        metrics.path,
+        plots,
+        {m: mmodels.parameter_count(params[m]) for m in config.models},
+        state,
+        probabilities,
+        total_wall_time=earlier_time + wall,
+        startup_time=startup,
+        baseline=_tasks.majority_baseline(task),
+    )
 
 
 def _stopped(signal_name, step, accum, save, metrics, workdir) -> _interrupt.Interrupted:
@@ -290,22 +374,43 @@ def _stopped(signal_name, step, accum, save, metrics, workdir) -> _interrupt.Int
         save(step)
         saved = True
     except Exception as err:  # noqa: BLE001 - report it; the exception says nothing was saved
-        log.error("could not save a checkpoint at update %d: %s: %s", step // accum,
-                  type(err).__name__, err)
+        log.error(
+            "could not save a checkpoint at update %d: %s: %s",
+            step // accum,
+            type(err).__name__,
+            err,
+        )
         saved = False
-    metrics.write({"kind": "event", "step": step, "update": step // accum,
-                   "event": "interrupted", "signal": signal_name, "saved": saved})
+    metrics.write(
+        {
+            "kind": "event",
+            "step": step,
+            "update": step // accum,
+            "event": "interrupted",
+            "signal": signal_name,
+            "saved": saved,
+        }
+    )
     return _interrupt.Interrupted(signal_name, step // accum, saved, workdir)
 
 
 def _check_finite(state, summary, step, config, metrics, save) -> None:
     for m, s in summary.items():
         if s.get("nonfinite_steps"):
-            message = (f"{m}: non-finite loss or gradients in {s['nonfinite_steps']} of the "
-                       f"last micro-batches (up to micro-batch {step}); those were skipped")
+            message = (
+                f"{m}: non-finite loss or gradients in {s['nonfinite_steps']} of the "
+                f"last micro-batches (up to micro-batch {step}); those were skipped"
+            )
             log.warning(message)
-            metrics.write({"kind": "event", "step": step, "event": "nonfinite", "model": m,
-                           "message": message})
+            metrics.write(
+                {
+                    "kind": "event",
+                    "step": step,
+                    "event": "nonfinite",
+                    "model": m,
+                    "message": message,
+                }
+            )
     streaks = {m: int(v) for m, v in jax.device_get(state.nonfinite).items()}
     bad = {m: n for m, n in streaks.items() if n >= config.max_nonfinite}
     if bad:
@@ -316,7 +421,8 @@ def _check_finite(state, summary, step, config, metrics, save) -> None:
             f"last finite state is checkpointed in {config.workdir}/checkpoints, but resuming "
             f"keeps this run's settings. Start a new run (another workdir, or overwrite this "
             f"one) with a lower learning rate (now {config.learning_rate:g}; --learning-rate) "
-            f"or gradient clipping (now {config.clip_norm}; --clip-norm).")
+            f"or gradient clipping (now {config.clip_norm}; --clip-norm)."
+        )
 
 
 def _plots_for(metrics_path: str, workdir: str) -> dict[str, str]:

@@ -129,8 +129,7 @@ def summarise(fetched: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, d
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _x_of(record: Mapping[str, Any]) -> float | None:
@@ -184,8 +183,11 @@ def weighted_series(
             y = values.get(fields.get(name)) if isinstance(values, Mapping) else None
             if _finite(y):
                 points[name].append((x, float(y), weight))
-    return {m: tuple(np.array([p[i] for p in pts]) for i in range(3))
-            for m, pts in points.items() if pts}
+    return {
+        m: tuple(np.array([p[i] for p in pts]) for i in range(3))
+        for m, pts in points.items()
+        if pts
+    }
 
 
 def series(

@@ -38,8 +38,9 @@ def _load(source: RecordsOrPath) -> list[Mapping[str, Any]]:
     return list(source)
 
 
-def smooth(values: np.ndarray, window: int | None = None,
-           weights: np.ndarray | None = None) -> np.ndarray:
+def smooth(
+    values: np.ndarray, window: int | None = None, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Trailing (weighted) moving average over ``window`` points, shorter at the start.
 
     Args:
@@ -97,12 +98,21 @@ def _plot_loss(records, names, colors, out: Path, title) -> Path | None:
             x, y, w = train[name]
             if len(y) > 1:
                 ax.plot(x, y, color=colors[name], alpha=0.2, linewidth=0.8)
-            ax.plot(x, smooth(y, weights=w), color=colors[name], linewidth=1.8,
-                    label=f"{name} (train)")
+            ax.plot(
+                x, smooth(y, weights=w), color=colors[name], linewidth=1.8, label=f"{name} (train)"
+            )
         if name in evals:
             x, y = evals[name]
-            ax.plot(x, y, color=colors[name], linestyle="--", marker="o", markersize=3,
-                    linewidth=1.4, label=f"{name} (eval)")
+            ax.plot(
+                x,
+                y,
+                color=colors[name],
+                linestyle="--",
+                marker="o",
+                markersize=3,
+                linewidth=1.4,
+                label=f"{name} (eval)",
+            )
     ax.set_xlabel("optimizer update")
     ax.set_ylabel("loss")
     ax.set_title(_title(title, "loss (train smoothed, raw faint; eval dashed)"))
@@ -120,8 +130,15 @@ def _plot_accuracy(records, names, colors, out: Path, title) -> Path | None:
     for name in names:
         if name in evals:
             x, y = evals[name]
-            ax.plot(x, y, color=colors[name], marker="o", markersize=3, linewidth=1.6,
-                    label=f"{name} ({main_metric(records, name)})")
+            ax.plot(
+                x,
+                y,
+                color=colors[name],
+                marker="o",
+                markersize=3,
+                linewidth=1.6,
+                label=f"{name} ({main_metric(records, name)})",
+            )
     ax.set_xlabel("optimizer update")
     ax.set_ylabel("eval metric (accuracy or F1)")
     ax.set_title(_title(title, "validation metric"))
@@ -181,8 +198,11 @@ def plot_run(
     names = model_names(records)
     colors = _colors(names)
     written = {}
-    for key, draw in (("loss", _plot_loss), ("accuracy", _plot_accuracy),
-                      ("learning_rate", _plot_lr)):
+    for key, draw in (
+        ("loss", _plot_loss),
+        ("accuracy", _plot_accuracy),
+        ("learning_rate", _plot_lr),
+    ):
         path = draw(records, names, colors, out / f"{key}.png", title)
         if path is not None:
             written[key] = path
@@ -246,8 +266,7 @@ def plot_comparison(
                     ax.plot(x, y, color=colors[run], alpha=0.2, linewidth=0.8)
                 ax.plot(x, smooth(y, weights=w), color=colors[run], linewidth=1.6, label=run)
             else:
-                ax.plot(x, y, color=colors[run], marker="o", markersize=3, linewidth=1.4,
-                        label=run)
+                ax.plot(x, y, color=colors[run], marker="o", markersize=3, linewidth=1.4, label=run)
         ax.set_title(name)
         ax.set_xlabel("optimizer update")
         ax.set_ylabel(f"{kind} {ylabel}")

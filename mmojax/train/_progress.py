@@ -8,8 +8,9 @@ from typing import IO
 from tqdm.auto import tqdm
 
 
-def metrics_text(train_loss: Mapping[str, float] | None,
-                 validation: Mapping[str, float] | None, metric: str) -> str:
+def metrics_text(
+    train_loss: Mapping[str, float] | None, validation: Mapping[str, float] | None, metric: str
+) -> str:
     """``"train loss bert 0.512 gpt2 0.601 | val accuracy bert 0.800 ..."``."""
     parts = []
     if train_loss:
@@ -34,28 +35,51 @@ class Progress:
       file: where to draw (default: stderr).
     """
 
-    def __init__(self, total: int, initial: int, metric: str, *, enabled: bool = True,
-                 file: IO[str] | None = None):
+    def __init__(
+        self,
+        total: int,
+        initial: int,
+        metric: str,
+        *,
+        enabled: bool = True,
+        file: IO[str] | None = None,
+    ):
         self.total, self.metric, self.enabled, self.file = total, metric, enabled, file
         self.bar: tqdm | None = None
         self._train: Mapping[str, float] | None = None
         self._val: Mapping[str, float] | None = None
         self._initial = initial
-        self._status = tqdm(total=0, bar_format="{desc}", file=file, leave=False,
-                            desc=f"train: update {initial}/{total}, compiling the train step",
-                            disable=not enabled)
+        self._status = tqdm(
+            total=0,
+            bar_format="{desc}",
+            file=file,
+            leave=False,
+            desc=f"train: update {initial}/{total}, compiling the train step",
+            disable=not enabled,
+        )
 
     def update(self, updates: int) -> None:
         """Moves the bar to ``updates`` (call after every step)."""
         if self.bar is None:
             self._status.close()
-            self.bar = tqdm(total=self.total, initial=self._initial, unit="update", desc="train",
-                            dynamic_ncols=True, file=self.file, disable=not self.enabled)
+            self.bar = tqdm(
+                total=self.total,
+                initial=self._initial,
+                unit="update",
+                desc="train",
+                dynamic_ncols=True,
+                file=self.file,
+                disable=not self.enabled,
+            )
         if updates > self.bar.n:
             self.bar.update(updates - self.bar.n)
 
-    def show(self, *, train_loss: Mapping[str, float] | None = None,
-             validation: Mapping[str, float] | None = None) -> None:
+    def show(
+        self,
+        *,
+        train_loss: Mapping[str, float] | None = None,
+        validation: Mapping[str, float] | None = None,
+    ) -> None:
         """Shows the latest training losses and/or validation metrics, labelled."""
         self._train = train_loss or self._train
         self._val = validation or self._val

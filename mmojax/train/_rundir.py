@@ -18,8 +18,16 @@ from typing import Any
 from mmojax.train._config import RESUMABLE_FIELDS, TrainConfig
 
 # What a run writes into its directory (removed by ``overwrite``).
-RUN_FILES = ("config.json", "tokenizer.json", "metrics.jsonl", "checkpoints",
-             "checkpoints-unusable", "loss.png", "accuracy.png", "learning_rate.png")
+RUN_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "metrics.jsonl",
+    "checkpoints",
+    "checkpoints-unusable",
+    "loss.png",
+    "accuracy.png",
+    "learning_rate.png",
+)
 CONFIG_FILE = "config.json"
 
 
@@ -49,8 +57,10 @@ def check(workdir: str, *, resume: bool, overwrite: bool = False) -> None:
         new run would mix with what it holds; or there is nothing to resume.
     """
     if resume and overwrite:
-        raise RunDirError("resume and overwrite exclude each other: resume continues the run "
-                          f"in {workdir}, overwrite deletes it")
+        raise RunDirError(
+            "resume and overwrite exclude each other: resume continues the run "
+            f"in {workdir}, overwrite deletes it"
+        )
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise RunDirError(f"workdir {workdir} is a file, not a directory")
     existing = _nearest_existing(workdir)
@@ -59,11 +69,15 @@ def check(workdir: str, *, resume: bool, overwrite: bool = False) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise RunDirError(f"cannot write to workdir {workdir}: {existing} is not writable")
     if resume:
-        missing = [f for f in (CONFIG_FILE, "checkpoints", "tokenizer.json")
-                   if not os.path.exists(os.path.join(workdir, f))]
+        missing = [
+            f
+            for f in (CONFIG_FILE, "checkpoints", "tokenizer.json")
+            if not os.path.exists(os.path.join(workdir, f))
+        ]
         if missing:
-            raise RunDirError(f"cannot resume: {workdir} holds no run to resume (no "
-                              f"{', '.join(missing)})")
+            raise RunDirError(
+                f"cannot resume: {workdir} holds no run to resume (no {', '.join(missing)})"
+            )
         return
     entries = sorted(os.listdir(workdir)) if os.path.isdir(workdir) else []
     if entries and not overwrite:
@@ -72,7 +86,8 @@ def check(workdir: str, *, resume: bool, overwrite: bool = False) -> None:
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         raise RunDirError(
             f"workdir {workdir} is not empty: it holds {what} ({shown}). Continue that run "
-            "with --resume, delete it with --overwrite, or choose another --workdir")
+            "with --resume, delete it with --overwrite, or choose another --workdir"
+        )
 
 
 def create(workdir: str, *, overwrite: bool = False) -> None:
@@ -115,8 +130,9 @@ def read_config(workdir: str) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
-def resumed_config(saved: TrainConfig | Mapping[str, Any], given: TrainConfig,
-                   *, source: str) -> TrainConfig:
+def resumed_config(
+    saved: TrainConfig | Mapping[str, Any], given: TrainConfig, *, source: str
+) -> TrainConfig:
     """Checks that ``given`` continues the run configured as ``saved``.
 
     Args:
@@ -135,15 +151,19 @@ def resumed_config(saved: TrainConfig | Mapping[str, Any], given: TrainConfig,
         saved = TrainConfig.from_dict(saved)
     changed = [f for f in saved.changed_fields(given) if f not in RESUMABLE_FIELDS]
     if changed:
-        detail = ", ".join(f"{f} (run: {getattr(saved, f)!r}, now: {getattr(given, f)!r})"
-                           for f in changed)
+        detail = ", ".join(
+            f"{f} (run: {getattr(saved, f)!r}, now: {getattr(given, f)!r})" for f in changed
+        )
         raise ValueError(
             f"cannot resume with different settings: {detail}. A resumed run keeps the "
             f"settings in {source}; it may change only {', '.join(RESUMABLE_FIELDS)}. To "
-            "change the others start a new run (another workdir, or overwrite this one)")
+            "change the others start a new run (another workdir, or overwrite this one)"
+        )
     if given.epochs < saved.epochs:
-        raise ValueError(f"epochs can only grow on resume (run: {saved.epochs}, now: "
-                         f"{given.epochs}); use max_steps to stop earlier")
+        raise ValueError(
+            f"epochs can only grow on resume (run: {saved.epochs}, now: "
+            f"{given.epochs}); use max_steps to stop earlier"
+        )
     return given
 
 

@@ -100,8 +100,9 @@ def _coupled_grads(models, extra_loss, params, batch, rngs):
     """
 
     def total(all_params):
-        outputs = {n: models[n].apply_fn(all_params[n], batch, train=True, rng=rngs[n])
-                   for n in models}
+        outputs = {
+            n: models[n].apply_fn(all_params[n], batch, train=True, rng=rngs[n]) for n in models
+        }
         values = {}
         for n in models:
             loss, aux = models[n].loss_fn(outputs[n], batch)
@@ -121,7 +122,7 @@ def _gradient_cosines(grads):
     names = list(grads)
     out = []
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             dot = na = nb = jnp.zeros([], jnp.float32)
             for group in plan.shared_groups:
                 ga = [flat[m.index] for m in group.members if m.model == a]
@@ -199,10 +200,12 @@ def make_train_step(
                     return fns.loss_fn(outputs, batch)
 
                 values[name], grads[name] = jax.value_and_grad(loss_of, has_aux=True)(
-                    state.params[name])
+                    state.params[name]
+                )
         else:
-            values, grads = _coupled_grads(models, extra_loss, state.params, batch,
-                                           dict(zip(names, model_rngs)))
+            values, grads = _coupled_grads(
+                models, extra_loss, state.params, batch, dict(zip(names, model_rngs))
+            )
         losses, finite, metrics = {}, {}, {}
         for name in names:
             (loss, aux), grad = values[name], grads[name]
@@ -210,8 +213,7 @@ def make_train_step(
             finite[name] = ok
             grads[name] = jax.tree.map(lambda g, ok=ok: jnp.where(ok, g, jnp.zeros_like(g)), grad)
             losses[name] = jnp.where(ok, loss, jnp.nan)
-            metrics[name] = {**aux, "loss": loss, "grad_norm": optax.tree.norm(grad),
-                             "finite": ok}
+            metrics[name] = {**aux, "loss": loss, "grad_norm": optax.tree.norm(grad), "finite": ok}
         if gradient_cosines:
             for a, b, cos in _gradient_cosines(grads):
                 metrics[a][f"gcos/{b}"] = cos
@@ -219,8 +221,9 @@ def make_train_step(
         updates, opt_state = tx.update(grads, state.opt_state, state.params, losses=losses)
         stepped = optax.apply_updates(state.params, updates)
         params = {
-            m: jax.tree.map(lambda new, old, ok=finite[m]: jnp.where(ok, new, old),
-                            stepped[m], state.params[m])
+            m: jax.tree.map(
+                lambda new, old, ok=finite[m]: jnp.where(ok, new, old), stepped[m], state.params[m]
+            )
             for m in names
         }
         for m, extra in _optimizer_metrics(opt_state, names).items():

@@ -18,11 +18,19 @@ from mmojax import models as mmodels
 log = logging.getLogger(__name__)
 
 TASKS = ("synthetic", "sst2", "ner", "qa")
-MODEL_TASK = {"synthetic": "classification", "sst2": "classification",
-              "ner": "token_classification", "qa": "qa"}
+MODEL_TASK = {
+    "synthetic": "classification",
+    "sst2": "classification",
+    "ner": "token_classification",
+    "qa": "qa",
+}
 MAIN_METRIC = {"synthetic": "accuracy", "sst2": "accuracy", "ner": "f1", "qa": "f1"}
-_DISPLAY_NAME = {"synthetic": "the synthetic sentiment set", "sst2": "SST-2",
-                 "ner": "CoNLL-2003", "qa": "SQuAD"}
+_DISPLAY_NAME = {
+    "synthetic": "the synthetic sentiment set",
+    "sst2": "SST-2",
+    "ner": "CoNLL-2003",
+    "qa": "SQuAD",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,14 +71,17 @@ def _holdout(raw, fraction: float, seed: int):
     cut = n - max(1, int(round(fraction * n)))
     keep, held = np.sort(order[:cut]), np.sort(order[cut:])
     if isinstance(train, list):
-        return mdata.DatasetSplits([train[i] for i in keep], [train[i] for i in held],
-                                   raw.label_names)
+        return mdata.DatasetSplits(
+            [train[i] for i in keep], [train[i] for i in held], raw.label_names
+        )
     if hasattr(train, "texts"):
         pick = lambda idx: dataclasses.replace(  # noqa: E731
-            train, texts=[train.texts[i] for i in idx], labels=[train.labels[i] for i in idx])
+            train, texts=[train.texts[i] for i in idx], labels=[train.labels[i] for i in idx]
+        )
     else:
         pick = lambda idx: dataclasses.replace(  # noqa: E731
-            train, sentences=[train.sentences[i] for i in idx], tags=[train.tags[i] for i in idx])
+            train, sentences=[train.sentences[i] for i in idx], tags=[train.tags[i] for i in idx]
+        )
     return mdata.DatasetSplits(pick(keep), pick(held), raw.label_names)
 
 
@@ -88,7 +99,9 @@ def _load_raw(task: str, data_path: str | None, seed: int, max_train, max_val):
     else:
         splits = mdata.load_squad(data_path)
         if not isinstance(splits, mdata.DatasetSplits):
-            raise ValueError(f"QA data {data_path} must be a directory with train.json and dev.json")
+            raise ValueError(
+                f"QA data {data_path} must be a directory with train.json and dev.json"
+            )
     train = splits.train if max_train is None else _take(splits.train, max_train)
     val = splits.validation if max_val is None else _take(splits.validation, max_val)
     return mdata.DatasetSplits(train, val, splits.label_names)
@@ -128,17 +141,22 @@ def prepare_task(
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
-    raw = _load_raw(task, None if data_path is None else str(data_path), seed, max_train,
-                    max_val)
+    raw = _load_raw(task, None if data_path is None else str(data_path), seed, max_train, max_val)
     if holdout:
         raw = _holdout(raw, holdout, seed)
-    log.info("loaded %s: %d train / %d %s examples", _DISPLAY_NAME[task], len(raw.train),
-             len(raw.validation), "held-out" if holdout else "validation")
+    log.info(
+        "loaded %s: %d train / %d %s examples",
+        _DISPLAY_NAME[task],
+        len(raw.train),
+        len(raw.validation),
+        "held-out" if holdout else "validation",
+    )
     if tokenizer_path is not None and os.path.exists(tokenizer_path):
         tokenizer = mdata.load_tokenizer(tokenizer_path)
     else:
-        tokenizer = mdata.train_tokenizer(_tokenizer_texts(task, raw), vocab_size=vocab_size,
-                                          lowercase=task != "ner")
+        tokenizer = mdata.train_tokenizer(
+            _tokenizer_texts(task, raw), vocab_size=vocab_size, lowercase=task != "ner"
+        )
     if task in ("synthetic", "sst2"):
         kw = {} if buckets is None else {"buckets": tuple(buckets)}
         train = mdata.encode_classification(tokenizer, raw.train, **kw)
@@ -154,8 +172,17 @@ def prepare_task(
         train = mdata.encode_qa(tokenizer, raw.train, **kw)
         val = mdata.encode_qa(tokenizer, raw.validation, **kw)
         num_labels, val_raw = 2, raw.validation
-    return TaskData(task, MODEL_TASK[task], num_labels, train, val, val_raw, tokenizer,
-                    MAIN_METRIC[task], tuple(getattr(raw, "label_names", ()) or ()))
+    return TaskData(
+        task,
+        MODEL_TASK[task],
+        num_labels,
+        train,
+        val,
+        val_raw,
+        tokenizer,
+        MAIN_METRIC[task],
+        tuple(getattr(raw, "label_names", ()) or ()),
+    )
 
 
 def majority_baseline(task: TaskData) -> tuple[float, str] | None:
@@ -183,8 +210,9 @@ def loss_fn(model_task: str) -> Callable:
     if model_task == "token_classification":
         return lambda logits, b: mmodels.token_classification_loss(logits, b["labels"])
     if model_task == "qa":
-        return lambda out, b: mmodels.qa_loss(out[0], out[1], b["start_positions"],
-                                              b["end_positions"])
+        return lambda out, b: mmodels.qa_loss(
+            out[0], out[1], b["start_positions"], b["end_positions"]
+        )
     raise ValueError(f"unknown model task {model_task!r}")
 
 
@@ -197,20 +225,28 @@ def _ce(logits, labels):
 def eval_outputs_fn(model_task: str) -> Callable:
     """``(outputs, batch) -> {name: array}``: what the host evaluator needs."""
     if model_task == "classification":
-        return lambda logits, b: {"pred": jnp.argmax(logits, -1),
-                                  "probs": jax.nn.softmax(logits.astype(jnp.float32), -1),
-                                  "loss": _ce(logits, b["labels"])}
+        return lambda logits, b: {
+            "pred": jnp.argmax(logits, -1),
+            "probs": jax.nn.softmax(logits.astype(jnp.float32), -1),
+            "loss": _ce(logits, b["labels"]),
+        }
     if model_task == "token_classification":
+
         def ner(logits, b):
             valid = b["labels"] != mmodels.IGNORE_INDEX
-            return {"pred": jnp.argmax(logits, -1),
-                    "loss_sum": jnp.sum(jnp.where(valid, _ce(logits, b["labels"]), 0.0), -1),
-                    "tokens": jnp.sum(valid, -1)}
+            return {
+                "pred": jnp.argmax(logits, -1),
+                "loss_sum": jnp.sum(jnp.where(valid, _ce(logits, b["labels"]), 0.0), -1),
+                "tokens": jnp.sum(valid, -1),
+            }
+
         return ner
     if model_task == "qa":
-        return lambda out, b: {"start_logits": out[0], "end_logits": out[1],
-                               "loss": 0.5 * (_ce(out[0], b["start_positions"])
-                                              + _ce(out[1], b["end_positions"]))}
+        return lambda out, b: {
+            "start_logits": out[0],
+            "end_logits": out[1],
+            "loss": 0.5 * (_ce(out[0], b["start_positions"]) + _ce(out[1], b["end_positions"])),
+        }
     raise ValueError(f"unknown model task {model_task!r}")
 
 
@@ -246,20 +282,30 @@ class Evaluator:
             gold = self.task.validation_raw.tags
             for b, o in self.parts:
                 real = b["mask"] > 0
-                pred.extend(mdata.ner_predictions_to_tags(self.task.validation, b["example_index"],
-                                                          o["pred"]))
+                pred.extend(
+                    mdata.ner_predictions_to_tags(
+                        self.task.validation, b["example_index"], o["pred"]
+                    )
+                )
                 true.extend(list(gold[i]) for i in b["example_index"][real])
                 loss += float(np.sum(o["loss_sum"][real]))
                 tokens += float(np.sum(o["tokens"][real]))
             scores = mdata.entity_f1(true, pred)
-            return {"f1": scores.f1, "precision": scores.precision, "recall": scores.recall,
-                    "loss": loss / max(tokens, 1.0)}
+            return {
+                "f1": scores.f1,
+                "precision": scores.precision,
+                "recall": scores.recall,
+                "loss": loss / max(tokens, 1.0),
+            }
         preds, refs, loss, total = [], [], 0.0, 0.0
         examples = self.task.validation_raw
         for b, o in self.parts:
             real = b["mask"] > 0
-            preds.extend(mdata.qa_predictions_from_logits(
-                self.task.validation, b["example_index"], o["start_logits"], o["end_logits"]))
+            preds.extend(
+                mdata.qa_predictions_from_logits(
+                    self.task.validation, b["example_index"], o["start_logits"], o["end_logits"]
+                )
+            )
             refs.extend(list(examples[i].answers) for i in b["example_index"][real])
             loss += float(np.sum(o["loss"][real]))
             total += float(np.sum(real))
