@@ -67,6 +67,16 @@ def test_independent_joint_equals_models_trained_alone(tmp_path):
         tiny_config(tmp_path, "alone", mode="independent", max_steps=4, models=("gpt2",))
     )
     leaves_close(joint.state.params["gpt2"], alone.state.params["gpt2"], atol=1e-6)
+    # ... and training really moved them: after 1 update they are elsewhere than after 4.
+    early = mtrain.train(
+        tiny_config(tmp_path, "early", mode="independent", max_steps=1, models=("gpt2",))
+    )
+    assert any(
+        not np.allclose(x, y)
+        for x, y in zip(
+            jax.tree.leaves(early.state.params["gpt2"]), jax.tree.leaves(alone.state.params["gpt2"])
+        )
+    )
 
 
 def test_nonfinite_model_is_skipped_and_counted():
