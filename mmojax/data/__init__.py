@@ -25,9 +25,18 @@ from ._encoded import IGNORE_INDEX as IGNORE_INDEX
 from ._encoded import EncodedSplit as EncodedSplit
 from ._encoded import bucket_for_length as bucket_for_length
 from ._errors import DataError as DataError
+from ._frame import TokenFrame as TokenFrame
+from ._frame import for_pretokenized as for_pretokenized
+from ._frame import load_checkpoint_tokenizer as load_checkpoint_tokenizer
+from ._frame import token_frame as token_frame
 from ._ner_metrics import EntityScores as EntityScores
 from ._ner_metrics import entity_f1 as entity_f1
 from ._ner_metrics import extract_entities as extract_entities
+from ._paired import PairedAlignment as PairedAlignment
+from ._paired import is_paired as is_paired
+from ._paired import model_batch as model_batch
+from ._paired import model_split as model_split
+from ._paired import pair_splits as pair_splits
 from ._squad import load_squad as load_squad
 from ._squad import read_squad_file as read_squad_file
 from ._squad_metrics import normalize_answer as normalize_answer
@@ -46,6 +55,15 @@ from ._types import TaggingSplit as TaggingSplit
 from ._types import TextClassificationSplit as TextClassificationSplit
 
 __all__ = [
+    "pair_splits",
+    "model_split",
+    "model_batch",
+    "is_paired",
+    "PairedAlignment",
+    "token_frame",
+    "load_checkpoint_tokenizer",
+    "for_pretokenized",
+    "TokenFrame",
     "DEFAULT_BUCKETS",
     "DEFAULT_QA_BUCKETS",
     "IGNORE_INDEX",

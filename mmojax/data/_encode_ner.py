@@ -9,7 +9,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from ._encoded import DEFAULT_BUCKETS, IGNORE_INDEX, EncodedSplit, pad_rows, validate_buckets
-from ._tokenizer import encoder_token_ids
+from ._frame import for_pretokenized, token_frame
 from ._types import TaggingSplit
 
 
@@ -36,13 +36,16 @@ def encode_ner(
 ) -> EncodedSplit:
     """Tokenises tagged sentences, labelling each word's first sub-token.
 
-    The sequence is ``[CLS] sub-tokens [SEP]``, truncated to the largest
-    bucket. ``labels[i, t]`` is the tag id of the word whose first sub-token
-    is at position ``t``; other sub-tokens, specials and padding get
+    The sequence is ``[CLS] sub-tokens [SEP]`` (or the tokenizer family's
+    frame, see :func:`~mmojax.data.token_frame`), truncated to the largest
+    bucket. Byte-level BPE tokenizers encode every word as if a space came
+    before it (``add_prefix_space``, see :func:`~mmojax.data.for_pretokenized`).
+    ``labels[i, t]`` is the tag id of the word whose first sub-token is at
+    position ``t``; other sub-tokens, specials and padding get
     ``IGNORE_INDEX`` (-100).
 
     Args:
-        tokenizer: Tokenizer with BERT special tokens.
+        tokenizer: The project's WordPiece tokenizer or a checkpoint's.
         split: Sentences and their tags.
         label_names: Tag vocabulary (e.g. ``DatasetSplits.label_names``).
         buckets: Allowed padded lengths.
@@ -56,22 +59,24 @@ def encode_ner(
         ValueError: If a tag is not in ``label_names``.
     """
     buckets = validate_buckets(buckets)
-    specials = encoder_token_ids(tokenizer)
+    frame = token_frame(tokenizer)
     max_len = buckets[-1]
+    keep = max_len - frame.single_overhead
+    first = len(frame.begin)
     label_ids = {name: i for i, name in enumerate(label_names)}
-    encodings = tokenizer.encode_batch(
+    encodings = for_pretokenized(tokenizer).encode_batch(
         [list(words) for words in split.sentences], is_pretokenized=True, add_special_tokens=False
     )
     rows: list[list[int]] = []
     label_rows: list[list[int]] = []
     word_starts: list[np.ndarray] = []
     for sent_idx, (enc, tags) in enumerate(zip(encodings, split.tags, strict=True)):
-        ids = enc.ids[: max_len - 2]
-        word_ids = enc.word_ids[: max_len - 2]
+        ids = enc.ids[:keep]
+        word_ids = enc.word_ids[:keep]
         starts = np.full(len(tags), -1, dtype=np.int32)
-        labels = [IGNORE_INDEX] * (len(ids) + 2)
+        labels = [IGNORE_INDEX] * (len(ids) + frame.single_overhead)
         previous = None
-        for pos, word in enumerate(word_ids, start=1):
+        for pos, word in enumerate(word_ids, start=first):
             if word is not None and word != previous:
                 tag = tags[word]
                 if tag not in label_ids:
@@ -79,19 +84,19 @@ def encode_ner(
                 starts[word] = pos
                 labels[pos] = label_ids[tag]
             previous = word
-        rows.append([specials.cls, *ids, specials.sep])
+        rows.append([*frame.begin, *ids, *frame.end])
         label_rows.append(labels)
         word_starts.append(starts)
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int32, count=len(rows))
     return EncodedSplit(
         arrays={
-            "input_ids": pad_rows(rows, max_len, specials.pad),
+            "input_ids": pad_rows(rows, max_len, frame.pad),
             "attention_mask": (np.arange(max_len)[None, :] < lengths[:, None]).astype(np.int32),
             "labels": pad_rows(label_rows, max_len, IGNORE_INDEX),
         },
         lengths=lengths,
         seq_keys=("input_ids", "attention_mask", "labels"),
-        pad_values={"input_ids": specials.pad, "attention_mask": 0, "labels": IGNORE_INDEX},
+        pad_values={"input_ids": frame.pad, "attention_mask": 0, "labels": IGNORE_INDEX},
         buckets=buckets,
         alignment=NerAlignment(word_starts, tuple(label_names)),
     )

@@ -9,7 +9,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from ._encoded import DEFAULT_QA_BUCKETS, EncodedSplit, pad_rows, validate_buckets
-from ._tokenizer import encoder_token_ids
+from ._frame import token_frame
 from ._types import QAExample
 
 
@@ -52,6 +52,12 @@ def encode_qa(
 ) -> EncodedSplit:
     """Tokenises QA examples as ``[CLS] question [SEP] context [SEP]``.
 
+    The special tokens are the tokenizer family's (see
+    :func:`~mmojax.data.token_frame`): ``<s> question </s></s> context </s>``
+    for RoBERTa's, ``question <|endoftext|> context <|endoftext|>`` for
+    GPT-2's. Answer spans map to tokens through the tokenizer's character
+    offsets, whatever the tokenizer.
+
     The question keeps at most ``max_question_tokens`` tokens (always leaving
     room for one context token) and the context is truncated to fill the
     largest bucket. The first gold answer gives the
@@ -60,7 +66,7 @@ def encode_qa(
     (``[CLS]``).
 
     Args:
-        tokenizer: Tokenizer with BERT special tokens.
+        tokenizer: The project's WordPiece tokenizer or a checkpoint's.
         examples: The examples.
         buckets: Allowed padded lengths.
         max_question_tokens: Question truncation length.
@@ -76,22 +82,22 @@ def encode_qa(
         ValueError: If the largest bucket is shorter than 4 tokens.
     """
     buckets = validate_buckets(buckets)
-    specials = encoder_token_ids(tokenizer)
+    frame = token_frame(tokenizer)
     max_len = buckets[-1]
-    if max_len < 4:
+    if max_len < frame.pair_overhead + 2:
         raise ValueError(f"largest bucket {max_len} leaves no room for the context")
-    max_question_tokens = min(max_question_tokens, max_len - 4)
+    max_question_tokens = min(max_question_tokens, max_len - frame.pair_overhead - 2)
     questions = tokenizer.encode_batch([ex.question for ex in examples], add_special_tokens=False)
     contexts = tokenizer.encode_batch([ex.context for ex in examples], add_special_tokens=False)
     rows, type_rows, starts, ends, ctx_starts, ctx_offsets = [], [], [], [], [], []
     for ex, q, c in zip(examples, questions, contexts, strict=True):
         q_ids = q.ids[:max_question_tokens]
-        n_kept = max_len - len(q_ids) - 3
+        n_kept = max_len - len(q_ids) - frame.pair_overhead
         c_ids = c.ids[:n_kept]
-        ctx_start = len(q_ids) + 2
+        ctx_start = len(frame.begin) + len(q_ids) + len(frame.middle)
         first, last = _answer_tokens(ex, c.offsets, len(c_ids))
-        rows.append([specials.cls, *q_ids, specials.sep, *c_ids, specials.sep])
-        type_rows.append([0] * ctx_start + [1] * (len(c_ids) + 1))
+        rows.append([*frame.begin, *q_ids, *frame.middle, *c_ids, *frame.end])
+        type_rows.append([0] * ctx_start + [1] * (len(c_ids) + len(frame.end)))
         starts.append(ctx_start + first if first >= 0 else 0)
         ends.append(ctx_start + last if last >= 0 else 0)
         ctx_starts.append(ctx_start)
@@ -99,7 +105,7 @@ def encode_qa(
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int32, count=len(rows))
     return EncodedSplit(
         arrays={
-            "input_ids": pad_rows(rows, max_len, specials.pad),
+            "input_ids": pad_rows(rows, max_len, frame.pad),
             "attention_mask": (np.arange(max_len)[None, :] < lengths[:, None]).astype(np.int32),
             "token_type_ids": pad_rows(type_rows, max_len, 0),
             "start_positions": np.asarray(starts, dtype=np.int32),
@@ -108,7 +114,7 @@ def encode_qa(
         lengths=lengths,
         seq_keys=("input_ids", "attention_mask", "token_type_ids"),
         pad_values={
-            "input_ids": specials.pad,
+            "input_ids": frame.pad,
             "attention_mask": 0,
             "token_type_ids": 0,
             "start_positions": 0,

@@ -8,7 +8,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from ._encoded import DEFAULT_BUCKETS, EncodedSplit, pad_rows, validate_buckets
-from ._tokenizer import encoder_token_ids
+from ._frame import token_frame
 from ._types import TextClassificationSplit
 
 
@@ -19,10 +19,14 @@ def encode_classification(
 ) -> EncodedSplit:
     """Tokenises sentences as ``[CLS] tokens [SEP]``, truncated to the largest bucket.
 
+    The special tokens are those of the tokenizer's family (see
+    :func:`~mmojax.data.token_frame`): ``<s> tokens </s>`` for RoBERTa's,
+    ``tokens <|endoftext|>`` for GPT-2's.
+
     Args:
-        tokenizer: Tokenizer with BERT special tokens (see
-            :func:`~mmojax.data.train_tokenizer`); it must not truncate or pad
-            by itself.
+        tokenizer: The project's WordPiece tokenizer (see
+            :func:`~mmojax.data.train_tokenizer`) or a checkpoint's; it must not
+            truncate or pad by itself.
         split: Sentences and labels.
         buckets: Allowed padded lengths.
 
@@ -32,12 +36,13 @@ def encode_classification(
         (int32 ``[N]``).
     """
     buckets = validate_buckets(buckets)
-    specials = encoder_token_ids(tokenizer)
+    frame = token_frame(tokenizer)
     max_len = buckets[-1]
+    keep = max_len - frame.single_overhead
     encodings = tokenizer.encode_batch(list(split.texts), add_special_tokens=False)
-    rows = [[specials.cls, *enc.ids[: max_len - 2], specials.sep] for enc in encodings]
+    rows = [[*frame.begin, *enc.ids[:keep], *frame.end] for enc in encodings]
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int32, count=len(rows))
-    input_ids = pad_rows(rows, max_len, specials.pad)
+    input_ids = pad_rows(rows, max_len, frame.pad)
     attention_mask = (np.arange(max_len)[None, :] < lengths[:, None]).astype(np.int32)
     return EncodedSplit(
         arrays={
@@ -47,6 +52,6 @@ def encode_classification(
         },
         lengths=lengths,
         seq_keys=("input_ids", "attention_mask"),
-        pad_values={"input_ids": specials.pad, "attention_mask": 0, "labels": 0},
+        pad_values={"input_ids": frame.pad, "attention_mask": 0, "labels": 0},
         buckets=buckets,
     )

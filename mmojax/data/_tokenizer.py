@@ -136,26 +136,3 @@ def special_token_ids(tokenizer: Tokenizer) -> SpecialTokenIds:
     if missing:
         raise ValueError(f"tokenizer has no special token(s) {missing}")
     return SpecialTokenIds(*ids)
-
-
-def encoder_token_ids(tokenizer: Tokenizer) -> SpecialTokenIds:
-    """Checks that ``tokenizer`` can be used by the ``encode_*`` functions.
-
-    The encoders add special tokens, truncate and pad themselves, so the
-    tokenizer must not be configured to truncate or pad on its own.
-
-    Args:
-        tokenizer: The tokenizer.
-
-    Returns:
-        Its special token ids (see :func:`special_token_ids`).
-
-    Raises:
-        ValueError: If the tokenizer truncates or pads, or lacks a special token.
-    """
-    if tokenizer.truncation is not None or tokenizer.padding is not None:
-        raise ValueError(
-            "tokenizer must not truncate or pad by itself; call tokenizer.no_truncation() "
-            "and tokenizer.no_padding() first"
-        )
-    return special_token_ids(tokenizer)
