@@ -27,7 +27,7 @@ def test_reproduce_tiny_ablation_resumes_and_reports(tmp_path, monkeypatch):
         workdir=str(tmp_path / "rep"),
         preset="tiny",
         synthetic_train=24,
-        methods=("mmo", "independent", "distillation"),
+        methods=("mmo-type-shape", "independent", "distillation"),
         settings=("literal-paper",),
         progress=False,
         compile_cache=False,
@@ -35,7 +35,7 @@ def test_reproduce_tiny_ablation_resumes_and_reports(tmp_path, monkeypatch):
     path = repro.reproduce(opts)
     text = open(path).read()
     assert "## 1. Ablation" in text and "literal-paper" in text
-    assert "| mmo |" in text and "| independent |" in text and "[82.4]" in text
+    assert "| mmo-type-shape |" in text and "| independent |" in text and "[82.4]" in text
     assert "## 6. Collapse diagnostics" in text and "## 8. What we found" in text
     results = [
         json.load(open(os.path.join(d, "result.json")))
@@ -46,9 +46,11 @@ def test_reproduce_tiny_ablation_resumes_and_reports(tmp_path, monkeypatch):
     assert len(results) == 8
     # Finished runs drop their checkpoints (keep_checkpoints=False by default).
     assert not [d for d, dirs, _ in os.walk(tmp_path / "rep" / "runs") if "checkpoints" in dirs]
-    assert {r["method"] for r in results} == {"mmo", "independent", "distillation"}
+    assert {r["method"] for r in results} == {"mmo-type-shape", "independent", "distillation"}
     # Numbers in the report come from the runs: the mmo bert accuracy of seed 0 and 1.
-    accs = sorted(r["final"]["bert"]["accuracy"] for r in results if r["method"] == "mmo")
+    accs = sorted(
+        r["final"]["bert"]["accuracy"] for r in results if r["method"] == "mmo-type-shape"
+    )
     mean = 100 * np.mean(accs)
     assert f"{mean:.1f} ±" in text
     # A second call redoes nothing.
@@ -61,7 +63,7 @@ def test_reproduce_tiny_ablation_resumes_and_reports(tmp_path, monkeypatch):
 def test_default_ablation_settings_are_literal_paper_and_converging_tuned(tmp_path, monkeypatch):
     runner = repro._runner.Runner(str(tmp_path), None, {"preset": "tiny"})
     monkeypatch.setattr(runner, "tune_lr", lambda setting, grid: {"best": 1e-3})
-    opts = repro.ReproduceOptions(experiments=("ablation",), seeds=2, methods=("mmo",))
+    opts = repro.ReproduceOptions(experiments=("ablation",), seeds=2, methods=("mmo-type-shape",))
     plan = repro._experiments.plan_runs(opts, runner)
     assert [(s.setting.name, s.seed, s.learning_rate) for s, _ in plan] == [
         ("literal-paper", 0, 3e-5),

@@ -29,8 +29,9 @@ class ReproduceOptions:
       target: the steps-to-target accuracy (the paper: 0.9).
       eval_every: validation period in updates for steps-to-target.
       methods: the ablation methods (default: all); ``tasks`` and
-        ``steps-to-target`` always run ``independent`` and ``mmo`` and add the
-        alignment methods (``mmo-role``, ``mmo-role-depth``) listed here.
+        ``steps-to-target`` always run ``independent`` and ``mmo-type-shape``
+        and add the other groupings (``mmo-role``, ``mmo-role-depth``) listed
+        here (a task setting may restrict its methods further).
       settings: only these settings (ablation and task settings; ``None``: the
         default ones, see :func:`~mmojax.reproduce._specs.ablation_settings`).
       compile_cache: keep XLA executables in ``workdir/jax-cache`` so that runs
@@ -91,9 +92,12 @@ def plan_runs(opts: ReproduceOptions, runner: Runner) -> list[tuple[_specs.RunSp
                         models = tuple(m for m in models if m != _specs.TEACHER)
                     plan.append((setting, method, seed, models, "ablation"))
     real = []
-    # independent and mmo always; the alignment methods when asked for (the default).
+    # independent and the paper's method always; the other groupings when asked for
+    # (the default).
     task_methods = [
-        m for m in _specs.TASK_METHODS if m in ("independent", "mmo") or m in opts.methods
+        m
+        for m in _specs.TASK_METHODS
+        if m in ("independent", _specs.PAPER_METHOD) or m in opts.methods
     ]
     if "tasks" in opts.experiments:
         for setting in _specs.task_settings(opts.max_train):
@@ -102,7 +106,8 @@ def plan_runs(opts: ReproduceOptions, runner: Runner) -> list[tuple[_specs.RunSp
             if runner.data_path(setting.task) is None:
                 log.warning("no %s data under %s: its row says so", setting.task, opts.data_dir)
                 continue
-            real += [(setting, m, s, _specs.MODELS, "tasks") for s in seeds for m in task_methods]
+            methods = [m for m in task_methods if setting.methods is None or m in setting.methods]
+            real += [(setting, m, s, _specs.MODELS, "tasks") for s in seeds for m in methods]
     if {"steps-to-target", "compute"} & set(opts.experiments):
         for setting in _specs.steps_settings(opts.max_train, opts.eval_every):
             if runner.data_path(setting.task) is None:
@@ -135,6 +140,22 @@ def plan_runs(opts: ReproduceOptions, runner: Runner) -> list[tuple[_specs.RunSp
     return out
 
 
+def portable_options(opts: ReproduceOptions) -> dict:
+    """``opts`` as recorded in ``options.json``: no absolute machine paths.
+
+    ``workdir`` is kept as given when relative (else ``"."``); ``data_dir`` is
+    recorded relative to the workdir, as every run's ``result.json`` records it.
+    """
+    out = dataclasses.asdict(opts)
+    out["workdir"] = "." if os.path.isabs(opts.workdir) else opts.workdir
+    if opts.data_dir:
+        out["data_dir"] = os.path.relpath(
+            os.path.abspath(opts.data_dir), os.path.abspath(opts.workdir)
+        )
+    out["paths"] = "data_dir is relative to the workdir (this file's folder)"
+    return out
+
+
 def _use_compile_cache(path: str) -> None:
     """Turns on JAX's persistent compilation cache at ``path`` unless one is configured."""
     if jax.config.jax_compilation_cache_dir:
@@ -155,7 +176,7 @@ def reproduce(opts: ReproduceOptions) -> str:
     if opts.compile_cache and not {"steps-to-target", "compute"} & set(opts.experiments):
         _use_compile_cache(os.path.join(runner.workdir, "jax-cache"))
     with open(os.path.join(runner.workdir, "options.json"), "w") as f:
-        json.dump(dataclasses.asdict(opts), f, indent=1)
+        json.dump(portable_options(opts), f, indent=1)
     plan = plan_runs(opts, runner)
     bar = tqdm(plan, desc="runs", disable=not opts.progress, dynamic_ncols=True)
     for spec, label in bar:

@@ -18,7 +18,7 @@ from mmojax.reproduce._stats import fmt_summary, paired, pct, summary, verdict
 
 # The paper's claims, quoted from its Tables 1-2, the steps-to-90% table and Fig. 7.
 PAPER_TABLE1 = {
-    "mmo": (100.0, 100.0, 100.0),
+    "mmo-type-shape": (100.0, 100.0, 100.0),
     "no-sharing": (86.2, 91.4, 88.9),
     "no-sync": (94.7, 96.1, 95.3),
     "no-adaptive-lr": (92.3, 94.5, 93.8),
@@ -30,8 +30,8 @@ PAPER_TABLE2 = {  # task -> model -> (independent, mmo)
     "qa": {"bert": (78.3, 79.6), "gpt2": (76.1, 78.2), "roberta": (80.2, 81.9)},
 }
 PAPER_STEPS90 = {"bert": (846, 612), "gpt2": (921, 588), "roberta": (753, 539)}
-_JOINT_METHODS = ("mmo", "mmo-role", "mmo-role-depth")
-PAPER_COMPUTE = {"sequential independent": 3.0, "parallel independent": 1.2, "mmo": 1.0}
+_JOINT_METHODS = _specs.JOINT_METHODS
+PAPER_COMPUTE = {"sequential independent": 3.0, "parallel independent": 1.2, "mmo-type-shape": 1.0}
 MODELS = _specs.MODELS
 
 
@@ -148,7 +148,7 @@ def _ablation(doc, results, workdir):
         doc.add("Final training loss (mean over seeds; chance is 0.693):", "")
         doc.table(["method", *MODELS], train_rows)
         # Paired effects against independent, for the findings.
-        for method in ("mmo", "mmo-role", "mmo-role-depth"):
+        for method in _JOINT_METHODS:
             for model in MODELS:
                 a = _method_values(idx, setting.name, method, model)
                 b = _method_values(idx, setting.name, "independent", model)
@@ -156,14 +156,14 @@ def _ablation(doc, results, workdir):
                 if len(seeds) < 1:
                     continue
                 d = paired([a[s] for s in seeds], [b[s] for s in seeds])
-                if method != "mmo":
+                if method != "mmo-type-shape":
                     doc.findings.append(
                         f"Synthetic, {setting.name}, {model}: {method} - independent = "
                         f"{fmt_summary(d)} points: {verdict(d, +1)}."
                     )
                 else:
                     i = MODELS.index(model)
-                    paper_gain = PAPER_TABLE1["mmo"][i] - PAPER_TABLE1["independent"][i]
+                    paper_gain = PAPER_TABLE1["mmo-type-shape"][i] - PAPER_TABLE1["independent"][i]
                     doc.findings.append(
                         f"Synthetic, {setting.name}, {model}: mmo - independent = "
                         f"{fmt_summary(d)} points; paper claims +{paper_gain:.1f}: "
@@ -216,7 +216,9 @@ def _tasks(doc, results, opts):
             status = "not run yet" if have else f"no data ({folder}/ not given)"
             for model in MODELS:
                 p = PAPER_TABLE2[task][model]
-                rows.append([task, model, "mmo", status, status, "n/a", f"{p[0]} / {p[1]}"])
+                rows.append(
+                    [task, model, "mmo-type-shape", status, status, "n/a", f"{p[0]} / {p[1]}"]
+                )
             continue
         for model in MODELS:
             ind = _method_values(idx, task, "independent", model)
@@ -227,7 +229,9 @@ def _tasks(doc, results, opts):
                 vals = _method_values(idx, task, method, model)
                 seeds = sorted(set(ind) & set(vals))
                 d = paired([vals[s] for s in seeds], [ind[s] for s in seeds])
-                paper = f"{p[0]} / {p[1]} (+{p[1] - p[0]:.1f})" if method == "mmo" else ""
+                paper = (
+                    f"{p[0]} / {p[1]} (+{p[1] - p[0]:.1f})" if method == "mmo-type-shape" else ""
+                )
                 rows.append(
                     [
                         task,
@@ -239,7 +243,7 @@ def _tasks(doc, results, opts):
                         paper,
                     ]
                 )
-                claim = f" (paper: +{p[1] - p[0]:.1f})" if method == "mmo" else ""
+                claim = f" (paper: +{p[1] - p[0]:.1f})" if method == "mmo-type-shape" else ""
                 doc.findings.append(
                     f"{task}, {model}: {method} - independent = "
                     f"{fmt_summary(d)} points{claim}: {verdict(d, +1)}."
@@ -320,12 +324,12 @@ def _compute(doc, results, opts, setting, fig_dir):
     alone = [idx.get((setting, "independent", (m,)), {}) for m in MODELS]
     seeds = sorted(set.intersection(*(set(a) for a in alone))) if all(alone) else []
     joint = idx.get((setting, "independent", MODELS), {})
-    mmo = idx.get((setting, "mmo", MODELS), {})
+    mmo = idx.get((setting, "mmo-type-shape", MODELS), {})
     seeds = [s for s in seeds if s in joint and s in mmo]
     if not seeds:
         return None
     # The alignment methods join the table when they ran for the same seeds.
-    joint_runs = {"parallel independent": joint, "mmo": mmo}
+    joint_runs = {"parallel independent": joint, "mmo-type-shape": mmo}
     for method in _JOINT_METHODS[1:]:
         runs = idx.get((setting, method, MODELS), {})
         if all(s in runs for s in seeds):
@@ -336,7 +340,7 @@ def _compute(doc, results, opts, setting, fig_dir):
     wall.update(
         {k: np.mean([runs[s]["wall_time"] for s in seeds]) for k, runs in joint_runs.items()}
     )
-    norm = {k: v / wall["mmo"] for k, v in wall.items()}
+    norm = {k: v / wall["mmo-type-shape"] for k, v in wall.items()}
     doc.add(
         "## 4. Compute (paper Fig. 7)",
         "",
@@ -456,16 +460,8 @@ def _ensembles(doc, results):
 
 
 def _labels(r):
-    from mmojax.train import _tasks
-
-    cache = r["_dir"] + "/labels.npy"
-    if os.path.exists(cache):
-        return np.load(cache)
-    cfg = r["config"]
-    raw = _tasks._load_raw(cfg["task"], cfg["data"], cfg["seed"], cfg["max_train"], cfg["max_val"])
-    labels = np.asarray(raw.validation.labels)
-    np.save(cache, labels)
-    return labels
+    arr = np.load(os.path.join(r["_dir"], "arrays.npz"))
+    return arr["labels"] if "labels" in arr else None
 
 
 def _figures_section(doc, results, workdir, fig_dir, steps_setting, compute_fig):
@@ -475,7 +471,7 @@ def _figures_section(doc, results, workdir, fig_dir, steps_setting, compute_fig)
         (
             s.name
             for s in reversed(_specs.ablation_settings())
-            if (s.name, "mmo", MODELS) in idx and (s.name, "independent", MODELS) in idx
+            if (s.name, "mmo-type-shape", MODELS) in idx and (s.name, "independent", MODELS) in idx
         ),
         None,
     )
@@ -485,7 +481,7 @@ def _figures_section(doc, results, workdir, fig_dir, steps_setting, compute_fig)
             m: os.path.join(
                 idx[(setting, m, MODELS)][min(idx[(setting, m, MODELS)])]["_dir"], "metrics.jsonl"
             )
-            for m in ("independent", "mmo")
+            for m in ("independent", "mmo-type-shape")
         }
         figs.append(
             (
@@ -509,7 +505,7 @@ def _figures_section(doc, results, workdir, fig_dir, steps_setting, compute_fig)
             )
         )
         mats = {}
-        for method in ("independent", "mmo"):
+        for method in ("independent", "mmo-type-shape"):
             mat = np.full((3, 3), np.nan)
             for i, a in enumerate(MODELS):
                 mat[i, i] = 1.0
@@ -531,7 +527,7 @@ def _figures_section(doc, results, workdir, fig_dir, steps_setting, compute_fig)
             )
         )
         kernels = {}
-        for method in ("independent", "mmo"):
+        for method in ("independent", "mmo-type-shape"):
             runs_m = idx[(setting, method, MODELS)]
             if 0 in runs_m and os.path.exists(os.path.join(runs_m[0]["_dir"], "arrays.npz")):
                 arr = np.load(os.path.join(runs_m[0]["_dir"], "arrays.npz"))
@@ -540,7 +536,7 @@ def _figures_section(doc, results, workdir, fig_dir, steps_setting, compute_fig)
         if path:
             figs.append(("Fig. 5: t-SNE of attention kernels, independent vs mmo (seed 0)", path))
         path = _figures.learning_rates(
-            runs["mmo"], os.path.join(fig_dir, "fig6_learning_rates.png")
+            runs["mmo-type-shape"], os.path.join(fig_dir, "fig6_learning_rates.png")
         )
         if path:
             figs.append(("Fig. 6: per-model learning rate under mmo", path))

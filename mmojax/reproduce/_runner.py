@@ -86,6 +86,38 @@ def collapse_cosines(params) -> dict[str, dict[str, float]]:
     return out
 
 
+def validation_labels(config: dict[str, Any]) -> np.ndarray | None:
+    """The validation labels of a classification run, from the data loading it used.
+
+    ``config`` is the run's ``TrainConfig.to_dict()`` with its ``data`` path
+    usable from here; the same seed, ``max_train``, ``max_val`` and
+    ``holdout`` select the same examples in the same order as the run's
+    evaluation. ``None`` for tasks without one label per example (NER, QA).
+    """
+    if config["task"] not in ("synthetic", "sst2"):
+        return None
+    raw = _tasks._load_raw(
+        config["task"], config["data"], config["seed"], config["max_train"], config["max_val"]
+    )
+    if config.get("holdout"):
+        raw = _tasks._holdout(raw, config["holdout"], config["seed"])
+    return np.asarray(raw.validation.labels, np.int32)
+
+
+def portable_config(config: dict[str, Any], workdir: str) -> dict[str, Any]:
+    """``config`` with its paths relative to the reproduction's ``workdir``.
+
+    Committed results must not name the machine they ran on: the run's
+    directory, data and teacher logits are recorded relative to ``workdir``
+    (``runs/...``, ``../data/sst2``); relative paths are kept as given.
+    """
+    out = dict(config)
+    for key in ("workdir", "data", "teacher_logits"):
+        if isinstance(out.get(key), str) and os.path.isabs(out[key]):
+            out[key] = os.path.relpath(out[key], workdir)
+    return out
+
+
 def attention_kernels(params) -> dict[str, np.ndarray]:
     """The square attention kernels of each model (for the t-SNE figure), stacked."""
     labels = mmojax.classify_parameters(params)
@@ -209,7 +241,7 @@ class Runner:
             "models": list(config.models),
             "task": config.task,
             "main_metric": main,
-            "config": config.to_dict(),
+            "config": portable_config(config.to_dict(), self.workdir),
             "final": result.final,
             "history": result.history,
             "steps": result.steps,
@@ -224,13 +256,23 @@ class Runner:
             "device": str(jax.devices()[0]),
         }
         arrays = {f"probs/{m}": p for m, p in (result.probabilities or {}).items() if p is not None}
-        if spec.seed == 0:
+        if arrays:  # the labels beside the predictions: the report never reloads data
+            labels = validation_labels(config.to_dict())
+            if labels is not None:
+                arrays["labels"] = labels
+        if spec.experiment == "ablation" and spec.seed == 0:  # for the t-SNE figure
             arrays.update({f"attn/{m}": k for m, k in attention_kernels(params).items()})
         run_dir = self.run_dir(spec)
         np.savez_compressed(os.path.join(run_dir, "arrays.npz"), **arrays)
         _write_json(os.path.join(run_dir, "result.json"), out)
-        if not self.keep_checkpoints:  # the run is finished: nothing will resume from it
+        if not self.keep_checkpoints:
+            # The run is finished: nothing resumes from it, and result.json holds its
+            # config (config.json names this machine's paths; the tokenizer is rebuilt
+            # from the data).
             shutil.rmtree(os.path.join(run_dir, "checkpoints"), ignore_errors=True)
+            for name in ("config.json", "tokenizer.json"):
+                if os.path.exists(os.path.join(run_dir, name)):
+                    os.remove(os.path.join(run_dir, name))
         return out
 
     def teacher_logits(self, spec: _specs.RunSpec) -> str:
@@ -248,8 +290,7 @@ class Runner:
             return path
         config = self._config(teacher)
         result = train(config, overwrite=True)
-        self._record(teacher, config, result)
-        task = _tasks.prepare_task(
+        task = _tasks.prepare_task(  # before _record: it reuses the run's tokenizer
             config.task,
             config.data,
             seed=config.seed,
@@ -276,6 +317,7 @@ class Runner:
             real = batch["example_index"] >= 0
             logits[batch["example_index"][real]] = out[real]
         np.save(path, logits)
+        self._record(teacher, config, result)
         return path
 
     def tune_lr(
