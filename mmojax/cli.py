@@ -49,7 +49,7 @@ Ctrl-C (or SIGTERM) stops after the current step and saves a checkpoint to resum
 """
 
 # Parser destinations that are TrainConfig fields under another name or form.
-_INVERTED = {"no_decay": "cosine_decay", "no_progress": "progress"}
+_INVERTED = {"no_decay": "cosine_decay", "no_progress": "progress", "no_export": "export"}
 _NOT_FIELDS = ("command", "resume", "overwrite")
 
 
@@ -112,6 +112,43 @@ def _weights(text: str) -> dict[str, float]:
     return out
 
 
+def _pairs(text: str, what: str) -> dict[str, str]:
+    out = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise argparse.ArgumentTypeError(f"must look like {what}; got {text!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _paths(text: str) -> dict[str, str]:
+    return _pairs(text, "gpt2=DIR,roberta=DIR")
+
+
+def _sizes(text: str) -> dict[str, int]:
+    out = {}
+    for name, value in _pairs(text, "hidden=384,layers=6").items():
+        try:
+            out[name] = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {value!r}") from None
+    return out
+
+
+def _model_specs(text: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``--models`` as ``(names, {name: checkpoint dir})``."""
+    names, checkpoints = [], {}
+    for part in text.split(","):
+        name, sep, path = part.strip().partition("=")
+        if not name:
+            continue
+        names.append(name.strip())
+        if sep:
+            checkpoints[name.strip()] = path.strip()
+    return tuple(names), checkpoints
+
+
 def _clip_norm(text: str) -> float | None:
     if text.lower() in ("none", "off", "0"):
         return None
@@ -153,7 +190,25 @@ def _add_train_parser(sub) -> argparse.ArgumentParser:
         "qa: train.json/dev.json); not needed for synthetic",
     )
     g.add_argument(
-        "--models", default=",".join(d["models"]), help="comma-separated: bert,gpt2,roberta"
+        "--models",
+        default=",".join(d["models"]),
+        help="comma-separated: bert,gpt2,roberta; NAME=DIR starts that model from a local "
+        "Hugging Face checkpoint (its weights and tokenizer; a new task head), e.g. "
+        "bert=../shared/pretrained/minilm-l6-h384-uncased,gpt2,roberta",
+    )
+    g.add_argument(
+        "--tokenizers",
+        type=_paths,
+        default=None,
+        help="NAME=DIR,...: a from-scratch model tokenizes with this checkpoint's tokenizer "
+        "instead of the run's own WordPiece (e.g. gpt2=DIR with GPT-2's tokenizer.json)",
+    )
+    g.add_argument(
+        "--model-size",
+        type=_sizes,
+        default=None,
+        help="sizes of the from-scratch models, overriding --preset: "
+        "hidden=384,layers=6,heads=12,intermediate=1536 (any of them)",
     )
     g.add_argument(
         "--preset", default=d["preset"], choices=("tiny", "small", "base"), help="model sizes"
@@ -162,7 +217,8 @@ def _add_train_parser(sub) -> argparse.ArgumentParser:
         "--mode",
         choices=_config.MODES,
         default=d["mode"],
-        help="mmo: the paper's method; the others switch parts of it off",
+        help="mmo-type-shape: the paper's method and grouping; mmo-role-depth (= mmo) and "
+        "mmo-role: the method with aligned groupings; the others switch parts of it off",
     )
     g.add_argument(
         "--epochs", type=positive, default=d["epochs"], help="passes over the training data"
@@ -198,6 +254,11 @@ def _add_train_parser(sub) -> argparse.ArgumentParser:
         help="use at most N validation examples (none: all)",
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument(
+        "--no-export",
+        action="store_true",
+        help="do not write the models as Hugging Face checkpoints to WORKDIR/export at the end",
+    )
     o = t.add_argument_group("optimizer (paper section 4.4 defaults)")
     o.add_argument(
         "--learning-rate",
@@ -254,9 +315,9 @@ def _add_train_parser(sub) -> argparse.ArgumentParser:
     o.add_argument(
         "--grouping",
         choices=("type_shape", "role", "role_depth"),
-        default=d["grouping"],
+        default=None,
         help="which parameters share: aligned roles and layers, aligned roles, "
-        "or the paper's (type, shape) keys",
+        "or the paper's (type, shape) keys (default: the --mode's; role_depth for mmo)",
     )
     o.add_argument(
         "--model-weights",
@@ -425,7 +486,9 @@ def _fields(values: Mapping[str, Any]) -> dict[str, Any]:
         if dest in _INVERTED:
             out[_INVERTED[dest]] = not value
         elif dest == "models":
-            out["models"] = tuple(m.strip() for m in value.split(",") if m.strip())
+            out["models"], checkpoints = _model_specs(value)
+            if checkpoints:
+                out["checkpoints"] = checkpoints
         else:
             out[dest] = value
     return out

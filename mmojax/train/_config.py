@@ -10,7 +10,25 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the optimizer (jax, optax) is imported when a config is built, not at import
     import optax
 
-MODES = ("mmo", "independent", "joint-no-sharing", "no-sharing", "no-sync", "no-adaptive-lr")
+MODES = (
+    "mmo",
+    "mmo-type-shape",
+    "mmo-role",
+    "mmo-role-depth",
+    "independent",
+    "joint-no-sharing",
+    "no-sharing",
+    "no-sync",
+    "no-adaptive-lr",
+)
+# The joint method named by its grouping; plain "mmo" is mmojax's default grouping.
+MODE_GROUPINGS = {
+    "mmo-type-shape": "type_shape",
+    "mmo-role": "role",
+    "mmo-role-depth": "role_depth",
+}
+DEFAULT_GROUPING = "role_depth"
+MODEL_SIZE_FIELDS = ("hidden", "layers", "heads", "intermediate")
 COUPLINGS = ("none", "mutual", "distill")
 PAPER_WEIGHTS = {"bert": 1.0, "gpt2": 0.8, "roberta": 1.2}
 EVALS_PER_RUN = 5  # evaluations of a run when eval_every is None (besides epoch ends)
@@ -29,6 +47,7 @@ RESUMABLE_FIELDS = (
     "keep_checkpoints",
     "max_nonfinite",
     "progress",
+    "export",
 )
 
 
@@ -46,7 +65,19 @@ class TrainConfig:
     ``model_weights`` may name only models of ``models``; the default (the
     paper's weights of bert, gpt2 and roberta) is kept for the models it names.
 
-    Modes: ``mmo`` (everything on), ``independent`` (each model plain AdamW
+    Models: ``models`` names the models (``bert``, ``gpt2``, ``roberta``).
+    A model named in ``checkpoints`` starts from that local Hugging Face
+    checkpoint directory (its backbone weights, its configuration and its
+    tokenizer; the task head is new); the others are built from ``preset``
+    (with ``model_size`` overriding its sizes) and start from scratch, with
+    the tokenizer named in ``tokenizers`` or else the WordPiece tokenizer the
+    run trains on its training split (shared by all such models). With
+    ``export``, every model is written as a Hugging Face checkpoint to
+    ``workdir/export/<model>`` at the end of the run.
+
+    Modes: ``mmo`` (everything on; ``grouping`` defaults to ``role_depth``),
+    ``mmo-type-shape``, ``mmo-role`` and ``mmo-role-depth`` (everything on
+    with that grouping; ``mmo-type-shape`` is the paper's), ``independent`` (each model plain AdamW
     with the same schedule: no sharing, sync, adaptive lr or model weights),
     ``joint-no-sharing`` (alpha = beta = 0, adaptive lr and weights kept), and
     the ablations ``no-sharing`` (alpha = 0), ``no-sync`` (beta = 0) and
@@ -80,7 +111,7 @@ class TrainConfig:
     beta: float = 0.1
     sync_every: int = 10
     reduction: str = "mean"
-    grouping: str = "role_depth"  # the paper's: "type_shape"
+    grouping: str | None = None  # None: the mode's, else "role_depth"; the paper's: "type_shape"
     model_weights: Mapping[str, float] | None = dataclasses.field(
         default_factory=lambda: dict(PAPER_WEIGHTS)
     )
@@ -105,6 +136,10 @@ class TrainConfig:
     teacher_logits: str | None = None
     gradient_cosines: bool = False
     progress: bool = True
+    checkpoints: Mapping[str, str] | None = None
+    tokenizers: Mapping[str, str] | None = None
+    model_size: Mapping[str, int] | None = None
+    export: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -120,6 +155,15 @@ class TrainConfig:
             raise ValueError(f"models: unknown model(s) {unknown}; valid: {list(ARCHS)}")
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"models names a model more than once: {list(self.models)}")
+        implied = MODE_GROUPINGS.get(self.mode)
+        if self.grouping is None:
+            object.__setattr__(self, "grouping", implied or DEFAULT_GROUPING)
+        elif implied and self.grouping != implied:
+            raise ValueError(
+                f"grouping {self.grouping!r} contradicts mode {self.mode!r}, whose grouping "
+                f"is {implied!r}; use mode 'mmo' with grouping {self.grouping!r}"
+            )
+        self._check_model_sources()
         for name, minimum in (
             ("epochs", 1),
             ("batch_size", 1),
@@ -188,6 +232,36 @@ class TrainConfig:
         # Fail at construction, not mid-run, on bad optimizer hyperparameters.
         self.optimizer(total_updates=max(1000, self.warmup_steps + 1))
 
+    def _check_model_sources(self) -> None:
+        """Checks ``checkpoints``, ``tokenizers`` and ``model_size`` (names and values)."""
+        for field in ("checkpoints", "tokenizers"):
+            value = getattr(self, field)
+            if value is None:
+                continue
+            value = {str(k): str(v) for k, v in dict(value).items()}
+            extra = sorted(set(value) - set(self.models))
+            if extra:
+                raise ValueError(
+                    f"{field} names {extra}, which are not among the models {list(self.models)}"
+                )
+            object.__setattr__(self, field, value or None)
+        if self.model_size is not None:
+            sizes = dict(self.model_size)
+            bad = sorted(set(sizes) - set(MODEL_SIZE_FIELDS))
+            if bad:
+                raise ValueError(
+                    f"model_size: unknown size(s) {bad}; valid: {list(MODEL_SIZE_FIELDS)}"
+                )
+            for key, value in sizes.items():
+                _check_int(f"model_size {key}", value, 1)
+            object.__setattr__(self, "model_size", sizes or None)
+
+    def tokenizer_sources(self) -> dict[str, str]:
+        """``{model: tokenizer path}`` of the models that do not use the run's own tokenizer."""
+        out = dict(self.checkpoints or {})
+        out.update(self.tokenizers or {})
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["models"] = list(self.models)
@@ -232,7 +306,7 @@ class TrainConfig:
             "adaptive": True,
             "model_weights": self.model_weights,
         }
-        if self.mode == "independent":
+        if self.mode == "independent":  # the mmo-<grouping> modes are mmo
             share = {"alpha": 0.0, "beta": 0.0, "adaptive": False, "model_weights": None}
         elif self.mode == "joint-no-sharing":
             share.update(alpha=0.0, beta=0.0)

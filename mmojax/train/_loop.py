@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -13,7 +14,16 @@ import numpy as np
 
 from mmojax import data as mdata
 from mmojax import models as mmodels
-from mmojax.train import _checkpoint, _interrupt, _metrics, _progress, _rundir, _step, _tasks
+from mmojax.train import (
+    _checkpoint,
+    _interrupt,
+    _metrics,
+    _models,
+    _progress,
+    _rundir,
+    _step,
+    _tasks,
+)
 from mmojax.train._config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -100,7 +110,7 @@ class RunResult:
 
 def _evaluate(eval_step, params, task: _tasks.TaskData, batch_size: int, names):
     """``({model: metrics}, {model: class probabilities or None})`` on the validation split."""
-    evaluators = {m: _tasks.Evaluator(task) for m in names}
+    evaluators = {m: _tasks.Evaluator(task, m) for m in names}
     for batch in mdata.BatchIterator.for_eval(task.validation, batch_size):
         outputs = jax.device_get(eval_step(params, batch))
         for m in names:
@@ -170,6 +180,9 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
             _rundir.read_config(workdir), config, source=os.path.join(workdir, _rundir.CONFIG_FILE)
         )
     tok_path = os.path.join(workdir, "tokenizer.json")
+    own_tokenizers = config.tokenizer_sources()
+    if resume:  # the tokenizers the run saved, not whatever the paths hold now
+        own_tokenizers = {m: _own_tokenizer_path(workdir, m) for m in own_tokenizers}
     task = _tasks.prepare_task(
         config.task,
         config.data,
@@ -179,23 +192,20 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         max_val=config.max_val,
         tokenizer_path=tok_path if resume else None,
         holdout=config.holdout,
+        models=config.models,
+        model_tokenizers=own_tokenizers,
     )
     if config.teacher_logits:
         task = _with_teacher(task, config.teacher_logits)
-    built = mmodels.build_models(
-        list(config.models),
-        preset=config.preset,
-        task=task.model_task,
-        vocab_size=task.tokenizer.get_vocab_size(),
-        max_length=task.max_length,
-        num_labels=task.num_labels,
-        seed=config.seed,
-        dropout=config.dropout,
-    )
+    built = _models.build_run_models(config, task)
     log.info("models:\n%s", mmodels.parameter_table(built))
     if not resume:  # everything is validated: from here on the run writes
         _rundir.create(workdir, overwrite=overwrite)
-        mdata.save_tokenizer(task.tokenizer, tok_path)
+        if task.tokenizer is not None:
+            mdata.save_tokenizer(task.tokenizer, tok_path)
+        for m in own_tokenizers:
+            mdata.save_tokenizer(task.tokenizers[m], _own_tokenizer_path(workdir, m))
+        _write_task_info(workdir, task)
         _rundir.write_config(workdir, config)
 
     fns = {
@@ -218,7 +228,10 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
             state, meta, start = ckpt.restore(state)
             if "config" in meta:
                 _rundir.resumed_config(meta["config"], config, source=f"checkpoint {start}")
-            if meta.get("tokenizer") not in (None, task.tokenizer.to_str()):
+            if task.tokenizer is not None and meta.get("tokenizer") not in (
+                None,
+                task.tokenizer.to_str(),
+            ):
                 raise _checkpoint.CheckpointError(
                     f"{tok_path} differs from the tokenizer saved in checkpoint {start}; "
                     "restore the run's own tokenizer.json to resume"
@@ -261,7 +274,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
                 "position": consumed,
                 "step": step,
                 "config": config.to_dict(),
-                "tokenizer": task.tokenizer.to_str(),
+                "tokenizer": None if task.tokenizer is None else task.tokenizer.to_str(),
                 "wall_time": elapsed(),
             },
         )
@@ -346,6 +359,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         progress.close()
         ckpt.close()
     plots = _plots_for(metrics.path, workdir)
+    if config.export:
+        export_run(workdir, built, state.params, task)
     skipped = {m: int(v) for m, v in jax.device_get(state.skipped).items()}
     wall = time.perf_counter() - started
     startup = (first_step_at or time.perf_counter()) - started
@@ -366,6 +381,50 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         startup_time=startup,
         baseline=_tasks.majority_baseline(task),
     )
+
+
+TASK_FILE = "task.json"
+
+
+def _write_task_info(workdir: str, task: _tasks.TaskData) -> None:
+    """What rebuilding the run's models needs besides the config (``mmojax export``)."""
+    info = {
+        "task": task.name,
+        "model_task": task.model_task,
+        "num_labels": task.num_labels,
+        "label_names": list(task.label_names),
+        "max_length": task.max_length,
+    }
+    with open(os.path.join(workdir, TASK_FILE), "w") as f:
+        json.dump(info, f, indent=1)
+
+
+def _own_tokenizer_path(workdir: str, model: str) -> str:
+    """Where a run keeps the tokenizer of a model that does not use the shared one."""
+    return os.path.join(workdir, "tokenizers", f"{model}.json")
+
+
+def export_run(workdir: str, built, params, task: _tasks.TaskData, out: str | None = None) -> dict:
+    """Writes each model as a Hugging Face checkpoint under ``out`` (default ``workdir/export``).
+
+    Each ``out/<model>`` holds ``config.json`` (with the label names),
+    the Flax weights with the task head, and the model's tokenizer; see
+    :func:`mmojax.models.export_model`. Returns ``{model: directory}``.
+    """
+    out = os.path.join(workdir, "export") if out is None else out
+    params = jax.device_get(params)
+    dirs = {}
+    for name, model in built.items():
+        tokenizer = task.tokenizers.get(name, task.tokenizer)
+        dirs[name] = mmodels.export_model(
+            model,
+            params[name],
+            os.path.join(out, name),
+            tokenizer=tokenizer,
+            label_names=task.label_names or None,
+        )
+    log.info("exported %s as Hugging Face checkpoints to %s", ", ".join(dirs), out)
+    return {m: str(d) for m, d in dirs.items()}
 
 
 def _stopped(signal_name, step, accum, save, metrics, workdir) -> _interrupt.Interrupted:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 
 import mmojax
+from mmojax.data import model_batch
 
 # apply_fn(params, batch, *, train, rng) -> outputs; loss_fn(outputs, batch) -> (loss, metrics)
 ApplyFn = Callable[..., Any]
@@ -101,11 +102,12 @@ def _coupled_grads(models, extra_loss, params, batch, rngs):
 
     def total(all_params):
         outputs = {
-            n: models[n].apply_fn(all_params[n], batch, train=True, rng=rngs[n]) for n in models
+            n: models[n].apply_fn(all_params[n], model_batch(batch, n), train=True, rng=rngs[n])
+            for n in models
         }
         values = {}
         for n in models:
-            loss, aux = models[n].loss_fn(outputs[n], batch)
+            loss, aux = models[n].loss_fn(outputs[n], model_batch(batch, n))
             view = {m: o if m == n else jax.lax.stop_gradient(o) for m, o in outputs.items()}
             coupling = extra_loss(n, view, batch)
             values[n] = (loss + coupling, {**aux, "task_loss": loss, "coupling_loss": coupling})
@@ -150,10 +152,12 @@ def make_train_step(
 ) -> Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, dict[str, Any]]]:
     """Returns ``train_step(state, batch) -> (state, metrics)``, one XLA program.
 
-    Every model sees the same batch. For each model (a Python loop over a
-    static tuple, unrolled in the trace): forward with dropout, loss and
-    gradient; then one ``tx.update`` over the whole multi-model tree with
-    ``losses={model: loss}``; then ``optax.apply_updates``.
+    Every model sees the same examples: the batch itself, or its own tokens
+    of them in a paired batch (see :func:`mmojax.data.model_batch`). For
+    each model (a Python loop over a static tuple, unrolled in the trace):
+    forward with dropout, loss and gradient; then one ``tx.update`` over the
+    whole multi-model tree with ``losses={model: loss}``; then
+    ``optax.apply_updates``.
 
     A model whose loss or gradient is not finite is *skipped* for the step:
     its gradient enters the optimizer as zeros, its loss as NaN (the
@@ -193,11 +197,11 @@ def make_train_step(
         if extra_loss is None:
             values, grads = {}, {}
             for name, model_rng in zip(names, model_rngs):
-                fns = models[name]
+                fns, view = models[name], model_batch(batch, name)
 
-                def loss_of(params, fns=fns, model_rng=model_rng):
-                    outputs = fns.apply_fn(params, batch, train=True, rng=model_rng)
-                    return fns.loss_fn(outputs, batch)
+                def loss_of(params, fns=fns, model_rng=model_rng, view=view):
+                    outputs = fns.apply_fn(params, view, train=True, rng=model_rng)
+                    return fns.loss_fn(outputs, view)
 
                 values[name], grads[name] = jax.value_and_grad(loss_of, has_aux=True)(
                     state.params[name]
@@ -260,8 +264,9 @@ def make_eval_step(
     def eval_step(params, batch):
         out = {}
         for name in names:
-            outputs = models[name].apply_fn(params[name], batch, train=False, rng=None)
-            out[name] = outputs_fn(outputs, batch)
+            view = model_batch(batch, name)
+            outputs = models[name].apply_fn(params[name], view, train=False, rng=None)
+            out[name] = outputs_fn(outputs, view)
         return out
 
     return jax.jit(eval_step) if jit else eval_step

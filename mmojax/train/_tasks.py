@@ -43,9 +43,13 @@ class TaskData:
       num_labels: classes (classification) or tags (NER); 2 for QA.
       train, validation: the encoded splits.
       validation_raw: the raw validation split (gold tags / answers).
-      tokenizer: the locally trained tokenizer.
+      tokenizer: the locally trained tokenizer (``None`` when every model
+        brings its own).
       main_metric: the metric that "accuracy" means for this task.
       label_names: the class (or tag) names, where the data has them.
+      tokenizers: ``{model: tokenizer}`` of every model; when they differ,
+        ``train`` and ``validation`` are paired splits (see
+        :func:`mmojax.data.pair_splits`) holding each model's own tokens.
     """
 
     name: str
@@ -57,10 +61,19 @@ class TaskData:
     tokenizer: Any
     main_metric: str
     label_names: tuple[str, ...] = ()
+    tokenizers: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def max_length(self) -> int:
         return self.train.buckets[-1]
+
+    def vocab_size(self, model: str) -> int:
+        """Vocabulary size of ``model``'s tokenizer."""
+        return self.tokenizers.get(model, self.tokenizer).get_vocab_size()
+
+    def pad_id(self, model: str) -> int:
+        """Padding id of ``model``'s tokenizer."""
+        return mdata.token_frame(self.tokenizers.get(model, self.tokenizer)).pad
 
 
 def _holdout(raw, fraction: float, seed: int):
@@ -132,12 +145,17 @@ def prepare_task(
     tokenizer_path: str | os.PathLike[str] | None = None,
     buckets: Sequence[int] | None = None,
     holdout: float = 0.0,
+    models: Sequence[str] = (),
+    model_tokenizers: Mapping[str, Any] | None = None,
 ) -> TaskData:
     """Loads, tokenises and encodes a task's data.
 
-    The tokenizer is trained on the training split (nothing is downloaded),
-    or loaded from ``tokenizer_path`` when that file exists (a resumed run
-    reuses the tokenizer it saved).
+    The shared tokenizer is trained on the training split (nothing is
+    downloaded), or loaded from ``tokenizer_path`` when that file exists (a
+    resumed run reuses the tokenizer it saved). Models named in
+    ``model_tokenizers`` (a ``tokenizers.Tokenizer`` or a checkpoint path)
+    tokenize the same examples with their own tokenizer instead; the splits are
+    then paired (one row per example, each model's tokens under its name).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
@@ -151,27 +169,29 @@ def prepare_task(
         len(raw.validation),
         "held-out" if holdout else "validation",
     )
-    if tokenizer_path is not None and os.path.exists(tokenizer_path):
-        tokenizer = mdata.load_tokenizer(tokenizer_path)
+    own = {
+        m: (t if not isinstance(t, (str, os.PathLike)) else mdata.load_checkpoint_tokenizer(t))
+        for m, t in (model_tokenizers or {}).items()
+    }
+    tokenizer = None
+    if not models or any(m not in own for m in models):
+        if tokenizer_path is not None and os.path.exists(tokenizer_path):
+            tokenizer = mdata.load_tokenizer(tokenizer_path)
+        else:
+            tokenizer = mdata.train_tokenizer(
+                _tokenizer_texts(task, raw), vocab_size=vocab_size, lowercase=task != "ner"
+            )
+    tokenizers = {m: own.get(m, tokenizer) for m in models}
+    # Encode once per distinct tokenizer; pair only when the models' tokens differ.
+    distinct = {id(t): t for t in tokenizers.values()} or {id(tokenizer): tokenizer}
+    encoded = {key: _encode(task, tok, raw, buckets) for key, tok in distinct.items()}
+    if len(encoded) == 1:
+        train, val = next(iter(encoded.values()))
     else:
-        tokenizer = mdata.train_tokenizer(
-            _tokenizer_texts(task, raw), vocab_size=vocab_size, lowercase=task != "ner"
-        )
-    if task in ("synthetic", "sst2"):
-        kw = {} if buckets is None else {"buckets": tuple(buckets)}
-        train = mdata.encode_classification(tokenizer, raw.train, **kw)
-        val = mdata.encode_classification(tokenizer, raw.validation, **kw)
-        num_labels, val_raw = 2, raw.validation
-    elif task == "ner":
-        kw = {"buckets": tuple(buckets) if buckets else (16, 32, 64, 128, 256)}
-        train = mdata.encode_ner(tokenizer, raw.train, raw.label_names, **kw)
-        val = mdata.encode_ner(tokenizer, raw.validation, raw.label_names, **kw)
-        num_labels, val_raw = len(raw.label_names), raw.validation
-    else:
-        kw = {} if buckets is None else {"buckets": tuple(buckets)}
-        train = mdata.encode_qa(tokenizer, raw.train, **kw)
-        val = mdata.encode_qa(tokenizer, raw.validation, **kw)
-        num_labels, val_raw = 2, raw.validation
+        train = mdata.pair_splits({m: encoded[id(t)][0] for m, t in tokenizers.items()})
+        val = mdata.pair_splits({m: encoded[id(t)][1] for m, t in tokenizers.items()})
+    num_labels = len(raw.label_names) if task == "ner" else 2
+    val_raw = raw.validation
     return TaskData(
         task,
         MODEL_TASK[task],
@@ -182,7 +202,21 @@ def prepare_task(
         tokenizer,
         MAIN_METRIC[task],
         tuple(getattr(raw, "label_names", ()) or ()),
+        tokenizers,
     )
+
+
+def _encode(task: str, tokenizer, raw, buckets: Sequence[int] | None):
+    """``(train, validation)`` encoded splits of ``raw`` with ``tokenizer``."""
+    if task == "ner":
+        kw = {"buckets": tuple(buckets) if buckets else (16, 32, 64, 128, 256)}
+        return tuple(
+            mdata.encode_ner(tokenizer, split, raw.label_names, **kw)
+            for split in (raw.train, raw.validation)
+        )
+    kw = {} if buckets is None else {"buckets": tuple(buckets)}
+    encode = mdata.encode_classification if task in ("synthetic", "sst2") else mdata.encode_qa
+    return tuple(encode(tokenizer, split, **kw) for split in (raw.train, raw.validation))
 
 
 def majority_baseline(task: TaskData) -> tuple[float, str] | None:
@@ -253,8 +287,10 @@ def eval_outputs_fn(model_task: str) -> Callable:
 class Evaluator:
     """Accumulates one model's eval outputs over a split and scores them exactly."""
 
-    def __init__(self, task: TaskData):
+    def __init__(self, task: TaskData, model: str | None = None):
         self.task = task
+        # The model's own encoding of the validation split (its tokens' alignment).
+        self.split = task.validation if model is None else mdata.model_split(task.validation, model)
         self.parts: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
 
     def add(self, batch: Mapping[str, np.ndarray], outputs: Mapping[str, Any]) -> None:
@@ -283,9 +319,7 @@ class Evaluator:
             for b, o in self.parts:
                 real = b["mask"] > 0
                 pred.extend(
-                    mdata.ner_predictions_to_tags(
-                        self.task.validation, b["example_index"], o["pred"]
-                    )
+                    mdata.ner_predictions_to_tags(self.split, b["example_index"], o["pred"])
                 )
                 true.extend(list(gold[i]) for i in b["example_index"][real])
                 loss += float(np.sum(o["loss_sum"][real]))
@@ -303,7 +337,7 @@ class Evaluator:
             real = b["mask"] > 0
             preds.extend(
                 mdata.qa_predictions_from_logits(
-                    self.task.validation, b["example_index"], o["start_logits"], o["end_logits"]
+                    self.split, b["example_index"], o["start_logits"], o["end_logits"]
                 )
             )
             refs.extend(list(examples[i].answers) for i in b["example_index"][real])
