@@ -204,6 +204,7 @@ class RunSpec:
             learning_rate=self.learning_rate,
             workdir=workdir,
             progress=False,
+            export=False,  # the report needs no Hugging Face copies of every run's models
             keep_checkpoints=1,
         )
         values = {k: v for k, v in values.items() if v is not None or k in ("max_train",)}
