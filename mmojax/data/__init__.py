@@ -37,6 +37,7 @@ from ._paired import is_paired as is_paired
 from ._paired import model_batch as model_batch
 from ._paired import model_split as model_split
 from ._paired import pair_splits as pair_splits
+from ._sources import load_splits as load_splits
 from ._squad import load_squad as load_squad
 from ._squad import read_squad_file as read_squad_file
 from ._squad_metrics import normalize_answer as normalize_answer
@@ -87,6 +88,7 @@ __all__ = [
     "epoch_permutation",
     "extract_entities",
     "load_conll",
+    "load_splits",
     "load_squad",
     "load_sst2",
     "load_tokenizer",
