@@ -1,4 +1,4 @@
-"""The ``mmojax`` command line: ``mmojax train ...`` and ``mmojax reproduce ...``.
+"""The ``mmojax`` command line: ``train``, ``reproduce``, ``export``, ``predict``, ``evaluate``.
 
 A thin layer: it parses arguments into a :class:`~mmojax.train.TrainConfig`,
 calls :func:`mmojax.train.train` and prints the final per-model table. Parsing
@@ -474,7 +474,53 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep each finished run's final checkpoint (deleted by default)",
     )
+    _add_use_parsers(sub)
     return parser
+
+
+def _add_use_parsers(sub) -> None:
+    """``export``, ``predict`` and ``evaluate``: using the models a run trained."""
+    x = sub.add_parser(
+        "export",
+        help="write a run's models as Hugging Face checkpoints",
+        description="Write each model of a run (its latest checkpoint) as a Hugging Face "
+        "checkpoint: config.json with the label names, Flax weights with the task head, "
+        "and the model's tokenizer. transformers loads them with from_pretrained.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    x.add_argument("--workdir", required=True, help="the run directory")
+    x.add_argument("--out", default=None, help="output folder (default: WORKDIR/export)")
+    for name, text in (
+        ("predict", "label text with each model and their ensemble"),
+        ("evaluate", "score each model and their ensemble on a data split"),
+    ):
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument(
+            "--workdir", help="a run directory (its export/ folder; exported first if missing)"
+        )
+        where.add_argument(
+            "--models", help="a folder of exported models, or one exported model directory"
+        )
+        if name == "predict":
+            p.add_argument(
+                "--input",
+                default="-",
+                help="file with one input per line ('-': standard input): a sentence "
+                "(classification, NER: words split on spaces) or 'question<TAB>context' (QA)",
+            )
+        else:
+            p.add_argument("--task", required=True, choices=("synthetic", "sst2", "ner", "qa"))
+            p.add_argument("--data", default=None, help="data directory (as for mmojax train)")
+            p.add_argument(
+                "--split", default="validation", choices=("validation", "train"), help="split"
+            )
+            p.add_argument(
+                "--max-examples",
+                type=_optional(_int_at_least(1)),
+                default=None,
+                help="score only the first N examples",
+            )
 
 
 def _fields(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -614,7 +660,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--data-dir {args.data_dir} is not a directory")
         _setup_logging()
         return _reproduce(args)
-    if args.resume and args.overwrite:
+    if args.command in ("export", "predict", "evaluate"):
+        _setup_logging()
+        return _use(args)
+    if args.resume and args.overwrite:  # mmojax train
         parser.error(
             "--resume and --overwrite exclude each other: --resume continues the run "
             "in --workdir, --overwrite deletes it"
@@ -672,6 +721,93 @@ def _resume_hint(workdir: str) -> str:
             f"; resume with: mmojax train --workdir {workdir} --resume"
         )
     return "No checkpoint was saved: there is nothing to resume."
+
+
+def _use(args: argparse.Namespace) -> int:
+    """``mmojax export | predict | evaluate``."""
+    from mmojax.train import CheckpointError, RunDirError
+    from mmojax.train import _inference as inference
+
+    try:
+        if args.command == "export":
+            for name, path in inference.export_workdir(args.workdir, args.out).items():
+                print(f"{name}: {path}")
+            return 0
+        predictors = inference.load_predictors(args.workdir or args.models)
+        if args.command == "evaluate":
+            scores = inference.evaluate(
+                predictors,
+                args.task,
+                args.data,
+                max_examples=args.max_examples,
+                split=args.split,
+            )
+            print(_score_table(scores))
+            return 0
+        lines = _read_lines(args.input)
+        print(_predictions(inference, predictors, lines))
+        return 0
+    except (ValueError, TypeError, OSError, CheckpointError, RunDirError) as err:
+        print(f"mmojax: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _read_lines(source: str) -> list[str]:
+    if source == "-":
+        text = sys.stdin.read()
+    else:
+        with open(source, encoding="utf-8") as f:
+            text = f.read()
+    lines = [line.rstrip("\n") for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"no input lines in {'standard input' if source == '-' else source}")
+    return lines
+
+
+def _predictions(inference, predictors, lines: list[str]) -> str:
+    """Tab-separated predictions: the input, then each model's, then the ensemble's."""
+    names = [*predictors, "ensemble"]
+    labels = next(iter(predictors.values())).label_names
+    task = next(iter(predictors.values())).model.task
+    rows = ["\t".join(["input", *names])]
+    if task == "classification":
+        probs = inference.classify(predictors, lines)
+        for i, line in enumerate(lines):
+            cells = [
+                f"{labels[int(probs[n][i].argmax())]} ({probs[n][i].max():.2f})" for n in names
+            ]
+            rows.append("\t".join([line, *cells]))
+    elif task == "token_classification":
+        sentences = [line.split() for line in lines]
+        probs = inference.tag(predictors, sentences)
+        for i, words in enumerate(sentences):
+            cells = [
+                " ".join(f"{w}/{labels[int(k)]}" for w, k in zip(words, probs[n][i].argmax(-1)))
+                for n in names
+            ]
+            rows.append("\t".join([lines[i], *cells]))
+    else:
+        from mmojax import data as mdata
+
+        examples = []
+        for i, line in enumerate(lines):
+            question, sep, context = line.partition("\t")
+            if not sep:
+                raise ValueError(f"QA input line {i + 1} must be 'question<TAB>context'")
+            examples.append(mdata.QAExample(str(i), context, question, (), ()))
+        answers = inference.answer(predictors, examples)
+        for i, line in enumerate(lines):
+            rows.append("\t".join([line.partition("\t")[0], *(answers[n][i] for n in names)]))
+    return "\n".join(rows)
+
+
+def _score_table(scores: Mapping[str, Mapping[str, float]]) -> str:
+    metrics = list(next(iter(scores.values())))
+    head = f"{'model':<12}" + "".join(f"{m:>14}" for m in metrics)
+    lines = [head, "-" * len(head)]
+    for name, values in scores.items():
+        lines.append(f"{name:<12}" + "".join(f"{values[m]:>14.4f}" for m in metrics))
+    return "\n".join(lines)
 
 
 def _reproduce(args: argparse.Namespace) -> int:

@@ -104,26 +104,12 @@ def _load_raw(task: str, data_path: str | None, seed: int, max_train, max_val):
         n_val = 100 if max_val is None else max_val
         return mdata.make_synthetic_sentiment(n_train, n_val, seed=seed)
     if data_path is None:
-        raise ValueError(f"task {task!r} needs --data PATH (a local data directory)")
-    if task == "sst2":
-        return mdata.load_sst2(data_path, max_train=max_train, max_val=max_val)
-    if task == "ner":
-        splits = mdata.load_conll(data_path)
-    else:
-        splits = mdata.load_squad(data_path)
-        if not isinstance(splits, mdata.DatasetSplits):
-            raise ValueError(
-                f"QA data {data_path} must be a directory with train.json and dev.json"
-            )
-    train = splits.train if max_train is None else _take(splits.train, max_train)
-    val = splits.validation if max_val is None else _take(splits.validation, max_val)
-    return mdata.DatasetSplits(train, val, splits.label_names)
-
-
-def _take(split, n):
-    if isinstance(split, list):
-        return split[:n]
-    return dataclasses.replace(split, sentences=split.sentences[:n], tags=split.tags[:n])
+        raise ValueError(
+            f"task {task!r} needs --data: a local data directory, a Hugging Face hub data set "
+            "name (e.g. glue/sst2, conll2003, squad; needs the hub), or in Python a "
+            "datasets.DatasetDict"
+        )
+    return mdata.load_splits(task, data_path, max_train=max_train, max_val=max_val)
 
 
 def _tokenizer_texts(task: str, raw) -> list[str]:
@@ -136,7 +122,7 @@ def _tokenizer_texts(task: str, raw) -> list[str]:
 
 def prepare_task(
     task: str,
-    data_path: str | os.PathLike[str] | None = None,
+    data_path: Any = None,
     *,
     seed: int = 0,
     vocab_size: int = 8000,
@@ -150,16 +136,21 @@ def prepare_task(
 ) -> TaskData:
     """Loads, tokenises and encodes a task's data.
 
-    The shared tokenizer is trained on the training split (nothing is
-    downloaded), or loaded from ``tokenizer_path`` when that file exists (a
-    resumed run reuses the tokenizer it saved). Models named in
+    ``data_path`` is a local data directory, a Hugging Face hub name (loaded
+    with ``datasets.load_dataset`` where a hub is reachable) or a
+    ``datasets.DatasetDict``; see :func:`mmojax.data.load_splits`. The shared
+    tokenizer is trained on the training split (nothing is downloaded), or
+    loaded from ``tokenizer_path`` when that file exists (a resumed run reuses
+    the tokenizer it saved). Models named in
     ``model_tokenizers`` (a ``tokenizers.Tokenizer`` or a checkpoint path)
     tokenize the same examples with their own tokenizer instead; the splits are
     then paired (one row per example, each model's tokens under its name).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
-    raw = _load_raw(task, None if data_path is None else str(data_path), seed, max_train, max_val)
+    if isinstance(data_path, os.PathLike):
+        data_path = os.fspath(data_path)
+    raw = _load_raw(task, data_path, seed, max_train, max_val)
     if holdout:
         raw = _holdout(raw, holdout, seed)
     log.info(
@@ -190,7 +181,7 @@ def prepare_task(
     else:
         train = mdata.pair_splits({m: encoded[id(t)][0] for m, t in tokenizers.items()})
         val = mdata.pair_splits({m: encoded[id(t)][1] for m, t in tokenizers.items()})
-    num_labels = len(raw.label_names) if task == "ner" else 2
+    num_labels = len(raw.label_names) if task != "qa" and raw.label_names else 2
     val_raw = raw.validation
     return TaskData(
         task,
