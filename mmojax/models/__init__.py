@@ -3,7 +3,9 @@
 Parameters are plain pytrees with Hugging Face names and every model exposes a
 pure ``apply_fn(params, batch, *, train, rng=None)`` so several models can be
 trained inside one ``jax.jit``. Models are randomly initialised from a
-:class:`ModelConfig`; nothing is downloaded.
+:class:`ModelConfig` or loaded from local Hugging Face checkpoints
+(:func:`load_pretrained`), and exported as such checkpoints (:func:`export_model`);
+nothing is downloaded.
 """
 
 from ._build import Model as Model
@@ -16,6 +18,8 @@ from ._config import PRESETS as PRESETS
 from ._config import TASKS as TASKS
 from ._config import ModelConfig as ModelConfig
 from ._config import preset as preset
+from ._export import architecture_name as architecture_name
+from ._export import export_model as export_model
 from ._gpt2_heads import GPT2QuestionAnsweringHead as GPT2QuestionAnsweringHead
 from ._gpt2_heads import GPT2SequenceClassifier as GPT2SequenceClassifier
 from ._gpt2_heads import GPT2TokenClassifier as GPT2TokenClassifier
@@ -31,31 +35,43 @@ from ._params import parameter_breakdown as parameter_breakdown
 from ._params import parameter_count as parameter_count
 from ._params import parameter_table as parameter_table
 from ._params import swap_conv1d_layout as swap_conv1d_layout
+from ._pretrained import BACKBONE_PREFIX as BACKBONE_PREFIX
+from ._pretrained import WEIGHT_FILES as WEIGHT_FILES
+from ._pretrained import LoadReport as LoadReport
+from ._pretrained import load_pretrained as load_pretrained
+from ._pretrained import read_config as read_config
 
 __all__ = [
     "ARCHS",
+    "BACKBONE_PREFIX",
     "IGNORE_INDEX",
     "PRESETS",
     "TASKS",
+    "WEIGHT_FILES",
     "GPT2QuestionAnsweringHead",
     "GPT2SequenceClassifier",
     "GPT2TokenClassifier",
+    "LoadReport",
     "Model",
     "ModelConfig",
+    "architecture_name",
     "build_model",
     "build_models",
     "classification_loss",
     "conv1d_kernel_paths",
     "derive_seed",
+    "export_model",
     "flatten_params",
     "hf_config",
     "last_token_index",
+    "load_pretrained",
     "make_apply_fn",
     "parameter_breakdown",
     "parameter_count",
     "parameter_table",
     "preset",
     "qa_loss",
+    "read_config",
     "swap_conv1d_layout",
     "token_classification_loss",
 ]

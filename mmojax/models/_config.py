@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Mapping
 from typing import Any
 
 ARCHS: tuple[str, ...] = ("bert", "gpt2", "roberta")
@@ -50,6 +52,13 @@ class ModelConfig:
             and the task head.
         pad_token_id: Id of the padding token (RoBERTa derives position ids
             from it).
+        hf_config: ``None`` for a from-scratch model. For a model loaded from a
+            checkpoint (:func:`load_pretrained`): the fields of its
+            ``config.json`` (a JSON-compatible dict, copied on construction),
+            from which the Hugging Face config is built instead, so every field
+            (``layer_norm_eps``, the activation, ``type_vocab_size``, ...) is the
+            checkpoint's own. The fields above must then agree with it; the
+            dropout rate above applies to every dropout of the model.
 
     Raises:
         ValueError: If a field has an invalid value; the message names the field.
@@ -65,6 +74,7 @@ class ModelConfig:
     max_length: int
     dropout: float = 0.1
     pad_token_id: int = 0
+    hf_config: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -82,6 +92,24 @@ class ModelConfig:
             raise ValueError(
                 f"pad_token_id ({self.pad_token_id}) must be < vocab_size ({self.vocab_size})"
             )
+        if self.hf_config is not None:
+            if not isinstance(self.hf_config, Mapping):
+                raise TypeError(f"hf_config must be a mapping or None, got {self.hf_config!r}")
+            # A detached, canonical copy: later edits of the caller's dict cannot change it.
+            object.__setattr__(self, "hf_config", json.loads(self._hf_config_json()))
+
+    def _hf_config_json(self) -> str:
+        try:
+            return json.dumps(self.hf_config, sort_keys=True)
+        except TypeError as error:
+            raise TypeError(f"hf_config must be JSON-serialisable: {error}") from None
+
+    def __hash__(self) -> int:
+        # The generated hash would fail on the hf_config dict; hash its canonical JSON.
+        values = tuple(
+            getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "hf_config"
+        )
+        return hash((values, self._hf_config_json()))
 
     @property
     def head_dim(self) -> int:
