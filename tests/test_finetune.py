@@ -240,3 +240,19 @@ def test_cli_parses_checkpoints_tokenizers_sizes_and_grouped_modes(capsys):
         TrainConfig(model_size={"width": 3})
     assert cli.main(["predict", "--models", "/no/such/dir", "--input", "-"]) == 2
     assert "/no/such/dir" in capsys.readouterr().err
+
+
+def test_the_sharing_plan_says_which_tables_of_other_vocabularies_do_not_pool():
+    import jax.numpy as jnp
+
+    import mmojax
+
+    params = {
+        "bert": {"embeddings": {"word_embeddings": {"embedding": jnp.zeros((30, 8))}}},
+        "gpt2": {"wte": {"embedding": jnp.zeros((50, 8))}, "w": {"kernel": jnp.zeros((8, 8))}},
+        "roberta": {"embeddings": {"word_embeddings": {"embedding": jnp.zeros((30, 8))}}},
+    }
+    plan = mmojax.sharing_plan(params)
+    text = str(plan)
+    assert "not shared" in text and "gpt2/wte/embedding (50, 8)" in text
+    assert [g.models for g in plan.shared_groups] == [("bert", "roberta")]

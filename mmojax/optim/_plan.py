@@ -215,6 +215,13 @@ class SharingPlan:
         lines.append(summary)
         for model, frac in self.coverage().items():
             lines.append(f"  {model}: {frac:6.1%} of {self.model_sizes[model]:,} parameters shared")
+        alone = [g for g in self.groups if not g.shared]
+        if alone and len(self.models) > 1:
+            names = tuple(f"{m.name} {tuple(g.shape)}" for g in alone for m in g.members)
+            lines.append(
+                "not shared (no other model has this key with this shape, e.g. embedding "
+                f"tables of different vocabularies): {_some(names, 8)}"
+            )
         if self.unmatched:
             lines.append(f"unmatched, grouped by (type, shape): {_some(self.unmatched)}")
         if self.unpaired:

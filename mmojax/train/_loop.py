@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
+import mmojax
 from mmojax import data as mdata
 from mmojax import models as mmodels
 from mmojax.train import (
@@ -212,6 +213,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         m: _step.ModelFns(built[m].apply_fn, _tasks.loss_fn(task.model_task)) for m in config.models
     }
     params = {m: built[m].params for m in config.models}
+    if config.mode != "independent" and len(params) > 1:
+        log.info("sharing plan:\n%s", mmojax.sharing_plan(params, grouping=config.grouping))
     batches = mdata.BatchIterator(task.train, config.batch_size, seed=config.seed)
     accum = config.gradient_accumulation_steps
     per_epoch = batches.num_batches_per_epoch
