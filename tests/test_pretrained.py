@@ -191,6 +191,25 @@ def test_minilm_style_base_safetensors_without_prefix(tmp_path):
     assert report.unused == () and report.new == ("classifier/bias", "classifier/kernel")
 
 
+def test_sharded_safetensors(tmp_path):
+    params = _pytorch_safetensors("gpt2", tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    (tmp_path / "model.safetensors").unlink()
+    names = sorted(tensors)
+    shards = {
+        "model-00001-of-00002.safetensors": names[::2],
+        "model-00002-of-00002.safetensors": names[1::2],
+    }
+    for file, keys in shards.items():
+        save_file({k: tensors[k] for k in keys}, tmp_path / file, metadata={"format": "pt"})
+    weight_map = {k: file for file, keys in shards.items() for k in keys}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    model, report = mm.load_pretrained(tmp_path, arch="gpt2", task="qa")
+    _assert_backbone_equal(model, params, "transformer")
+    assert report.weights_file.endswith("model.safetensors.index.json")
+    assert report.new == ("qa_outputs/bias", "qa_outputs/kernel")
+
+
 def test_flax_safetensors_and_precedence(tmp_path):
     params = _base_checkpoint("bert", tmp_path / "a", safe_serialization=True)
     assert not (tmp_path / "a" / "flax_model.msgpack").exists()
@@ -245,6 +264,14 @@ def test_wrong_model_type(tmp_path):
     _base_checkpoint("bert", tmp_path)
     with pytest.raises(ValueError, match="config.json is a 'bert' checkpoint.*not 'gpt2'"):
         mm.load_pretrained(tmp_path, arch="gpt2", task="classification", num_labels=2)
+
+
+def test_settings_the_flax_models_lack_are_refused(tmp_path):
+    config = _hf_config("bert")
+    config.position_embedding_type = "relative_key"
+    config.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="config.json sets position_embedding_type='relative_key'"):
+        mm.load_pretrained(tmp_path, arch="bert", task="qa")
 
 
 def test_not_a_directory(tmp_path):

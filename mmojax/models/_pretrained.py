@@ -141,6 +141,24 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     return fields
 
 
+# Settings of PyTorch models that the transformers Flax modules do not implement: such a
+# checkpoint would load and silently compute something else.
+_UNSUPPORTED = {
+    "bert": {"position_embedding_type": "absolute"},
+    "roberta": {"position_embedding_type": "absolute"},
+    "gpt2": {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False},
+}
+
+
+def _check_supported(arch: str, fields: Mapping[str, Any], config_file: str) -> None:
+    for key, default in _UNSUPPORTED[arch].items():
+        if fields.get(key, default) != default:
+            raise ValueError(
+                f"{config_file} sets {key}={fields[key]!r}, which the transformers Flax "
+                f"{arch} model (and so mmojax) does not implement; only {default!r} is supported"
+            )
+
+
 def _checkpoint_task(fields: Mapping[str, Any]) -> str | None:
     """The task whose head ``architectures`` names (``BertForTokenClassification``...)."""
     for name in fields.get("architectures") or ():
@@ -162,14 +180,11 @@ def _checkpoint_labels(fields: Mapping[str, Any]) -> tuple[str, ...] | None:
 
 
 def _as_float32(array: Any) -> np.ndarray:
-    """Floating arrays (float16/bfloat16 too) as float32 NumPy arrays; others unchanged."""
-    if jnp.issubdtype(array.dtype, jnp.floating):
-        return (
-            np.asarray(jnp.asarray(array, jnp.float32))
-            if array.dtype != np.float32
-            else np.asarray(array)
-        )
-    return np.asarray(array)
+    """Floating arrays (float16 and bfloat16 too) as float32 NumPy arrays; others unchanged."""
+    array = np.asarray(array)
+    return (
+        array.astype(np.float32, copy=False) if jnp.issubdtype(array.dtype, jnp.floating) else array
+    )
 
 
 def _read_safetensors(files: list[str]) -> tuple[dict[str, np.ndarray], bool]:
@@ -373,6 +388,7 @@ def load_pretrained(
             f"{config_file} is a {model_type!r} checkpoint (model_type), not {arch!r}: "
             f"pass it as {model_type!r} or give a {arch!r} checkpoint"
         )
+    _check_supported(arch, fields, config_file)
     checkpoint_task = _checkpoint_task(fields)
     task = task or checkpoint_task
     if task is None:
