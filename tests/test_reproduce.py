@@ -15,7 +15,7 @@ import pytest
 import mmojax
 from mmojax import reproduce as repro
 from mmojax import train as mtrain
-from mmojax.reproduce import _stats
+from mmojax.reproduce import _diagnostics, _results, _sections, _specs, _stats, _verdicts
 from mmojax.train import _coupling
 
 
@@ -36,7 +36,7 @@ def test_reproduce_tiny_ablation_resumes_and_reports(tmp_path, monkeypatch):
     text = open(path).read()
     assert "## 1. Ablation" in text and "literal-paper" in text
     assert "| mmo-type-shape |" in text and "| independent |" in text and "[82.4]" in text
-    assert "## 6. Collapse diagnostics" in text and "## 8. What we found" in text
+    assert "## 6. Collapse diagnostics" in text and "## 8. Verdicts" in text
     results = [
         json.load(open(os.path.join(d, "result.json")))
         for d, _, files in os.walk(tmp_path / "rep" / "runs")
@@ -47,6 +47,17 @@ def test_reproduce_tiny_ablation_resumes_and_reports(tmp_path, monkeypatch):
     # Finished runs drop their checkpoints (keep_checkpoints=False by default).
     assert not [d for d, dirs, _ in os.walk(tmp_path / "rep" / "runs") if "checkpoints" in dirs]
     assert {r["method"] for r in results} == {"mmo-type-shape", "independent", "distillation"}
+    # No machine paths: each run's directory is recorded relative to the workdir.
+    assert all(not os.path.isabs(r["config"]["workdir"]) for r in results)
+    assert all(r["config"]["workdir"] == "runs/" + r["run_id"] for r in results)
+    # Labels beside the predictions, equal to the data the run was evaluated on.
+    run = next(r for r in results if r["method"] == "mmo-type-shape" and r["seed"] == 1)
+    arrays = np.load(tmp_path / "rep" / "runs" / run["run_id"] / "arrays.npz")
+    raw = mtrain._tasks._load_raw("synthetic", None, 1, 24, 8)
+    np.testing.assert_array_equal(arrays["labels"], raw.validation.labels)
+    assert arrays["probs/bert"].shape == (len(raw.validation.labels), 2)
+    opts_json = json.load(open(tmp_path / "rep" / "options.json"))
+    assert not os.path.isabs(opts_json["workdir"])
     # Numbers in the report come from the runs: the mmo bert accuracy of seed 0 and 1.
     accs = sorted(
         r["final"]["bert"]["accuracy"] for r in results if r["method"] == "mmo-type-shape"
@@ -100,7 +111,31 @@ def test_stats_against_hand_values():
     assert d["mean"] == 3.0
     assert _stats.verdict(d, +1) == "held"
     assert _stats.verdict(d, -1) == "contradicted"
-    assert _stats.verdict(_stats.paired([1.0, 0.0], [0.0, 1.0]), +1).startswith("not supported")
+    assert _stats.verdict(_stats.paired([1.0, 0.0], [0.0, 1.0]), +1) == "not supported"
+    assert _stats.verdict(_stats.paired([1.0], [0.0]), +1) == "not measured"
+    assert _stats.fmt_diff(d, 1.0) == "+3.0 [+0.5, +5.5] (n=3)"
+    assert _stats.fmt_diff(_stats.summary([]), 1.0) == "n/a (n=0)"
+
+
+def test_t_interval_matches_a_plain_numpy_reference():
+    # Reference: x_bar +- t_{0.975, n-1} s / sqrt(n), with the t quantile from its
+    # definition (bisection on the regularised incomplete beta CDF, via scipy.special).
+    from scipy import special
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5, 8):
+        x = rng.normal(0.3, 2.0, n)
+        lo, hi = 0.0, 100.0
+        for _ in range(200):  # P(T <= t) = 1 - betainc(df/2, 1/2, df/(df+t^2)) / 2
+            mid = (lo + hi) / 2
+            cdf = 1 - 0.5 * special.betainc((n - 1) / 2, 0.5, (n - 1) / (n - 1 + mid**2))
+            lo, hi = (mid, hi) if cdf < 0.975 else (lo, mid)
+        half = lo * x.std(ddof=1) / np.sqrt(n)
+        s = _stats.summary(list(x))
+        assert s["n"] == n
+        np.testing.assert_allclose([s["lo"], s["hi"]], [x.mean() - half, x.mean() + half])
+    # None and non-finite values are not counted.
+    assert _stats.summary([1.0, None, float("nan"), 3.0])["n"] == 2
 
 
 def test_mutual_learning_gradient_matches_hand_formula():
@@ -151,3 +186,170 @@ def test_distillation_loss_zero_when_student_matches_teacher():
         0.0, abs=1e-7
     )
     assert float(loss("s", {"s": -logits}, {"teacher_logits": logits})) > 0.1
+
+
+# --- the report's layers on a tiny synthetic index ---------------------------------
+
+
+def _run(experiment, setting, method, seed, scores, task="ner", metric="f1", **extra):
+    """A result.json-like dict with the fields the section builders read."""
+    return {
+        "run_id": f"{experiment}/{setting}/{method}/lr0.001/seed{seed}",
+        "experiment": experiment,
+        "setting": setting,
+        "method": method,
+        "seed": seed,
+        "learning_rate": 1e-3,
+        "models": list(_specs.MODELS),
+        "task": task,
+        "main_metric": metric,
+        "config": {"max_train": 6000, "preset": "small", "eval_every": 0},
+        "final": {m: dict(v) for m, v in scores.items()},
+        "final_train_loss": {m: 0.5 for m in _specs.MODELS},
+        "collapse": {},
+        "gradient_cosines": {},
+        "device": "cpu:0",
+        "wall_time": 100.0,
+        "_dir": "/nonexistent",
+        **extra,
+    }
+
+
+def _ner_index():
+    # gpt2 gains 10, 12, 14 points under mmo-type-shape; bert loses 3, 4, 5; roberta
+    # differs by -1, 0, +1.
+    runs = []
+    for seed in range(3):
+        base = {m: {"f1": 0.5} for m in _specs.MODELS}
+        runs.append(_run("tasks", "ner", "independent", seed, base))
+        joint = {
+            "bert": {"f1": 0.5 - 0.01 * (seed + 3)},
+            "gpt2": {"f1": 0.5 + 0.10 + 0.02 * seed},
+            "roberta": {"f1": 0.5 + 0.01 * (seed - 1)},
+        }
+        runs.append(_run("tasks", "ner", "mmo-type-shape", seed, joint))
+    return _results.Results(tuple(runs))
+
+
+def test_tasks_section_paired_differences_and_findings():
+    section = _sections.tasks(_ner_index())
+    text = "\n".join(section.lines)
+    # gpt2: differences [10, 12, 14]: mean 12, std 2, half = 4.3027 * 2 / sqrt(3) = 4.97.
+    assert "| gpt2 | mmo-type-shape | 50.0 ± 0.0 [50.0, 50.0] (n=3) |" in text
+    assert "+12.0 [+7.0, +17.0] (n=3)" in text
+    assert "82.3 / 84.2 (+1.9)" in text  # the paper's numbers beside ours
+    assert "No QA runs yet (n=0)." in text and "article split" in text
+    by_model = {f.model: f for f in section.findings}
+    assert by_model["gpt2"].verdict == "held" and by_model["gpt2"].paper_claim
+    assert by_model["bert"].verdict == "contradicted"
+    assert by_model["roberta"].verdict == "not supported"
+    assert by_model["gpt2"].diff["mean"] == pytest.approx(0.12)
+    # SST-2 has no runs: said so, with n.
+    assert "### SST-2" in text and "No runs yet (n=0)." in text
+
+
+def test_qa_block_reports_exact_match_and_f1_with_n():
+    runs = []
+    for seed in range(2):
+        for method, em, f1 in (("independent", 0.1, 0.2), ("mmo-role-depth", 0.1, 0.25)):
+            scores = {m: {"exact_match": em, "f1": f1 + 0.01 * seed} for m in _specs.MODELS}
+            runs.append(_run("tasks", "qa", method, seed, scores, task="qa"))
+    text = "\n".join(_sections.tasks(_results.Results(tuple(runs))).lines)
+    assert "### QA: SQuAD v1.1 exact match and F1" in text
+    assert "| bert | mmo-role-depth | 10.0 ± 0.0 [10.0, 10.0] (n=2) | 25.5 ± 0.7" in text
+    assert "+5.0 [+5.0, +5.0] (n=2)" in text
+    assert "| bert | independent |" in text and "| 78.3 |" in text
+
+
+def test_verdicts_table_and_summary_are_computed_from_findings():
+    findings = _sections.tasks(_ner_index()).findings
+    section = _verdicts.verdicts(findings)
+    text = "\n".join(section.lines)
+    assert (
+        "| mmo-type-shape beats independent (NER, gpt2) | +1.9 | +12.0 [+7.0, +17.0] (n=3) "
+        "| **held** |" in text
+    )
+    assert "Of the paper's 3 claims above, 1 held, 1 were not supported, 1 were " in text
+    assert "helps (95% interval above 0) on real tasks: NER gpt2 (mmo-type-shape +12.0" in text
+    assert "It hurts (interval below 0): NER bert (mmo-type-shape -4.0" in text
+    assert "Grouping: use mmo-type-shape:" in text
+
+
+def test_grouping_advice_reports_ties():
+    advice = _verdicts._grouping_advice(
+        {"mmo-role": (1, 0, 0.04, 6), "mmo-role-depth": (1, 0, 0.0401, 6), "x": (2, 1, 0.1, 6)}
+    )
+    assert advice.startswith("Grouping: use mmo-role or mmo-role-depth (tied)")
+    assert "x: 2 gains, 1 loss," in advice
+
+
+def test_ensemble_scores_by_hand():
+    labels = np.array([0, 1, 1, 0])
+    a = np.array([[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.6, 0.4]])  # 3/4 right
+    b = np.array([[0.6, 0.4], [0.9, 0.1], [0.1, 0.9], [0.7, 0.3]])  # 3/4 right
+    # mean: [.75 .25] [.65 .35] [.35 .65] [.65 .35] -> 0 0 1 0: 3/4; a, b disagree on 2 of 4
+    assert _diagnostics.ensemble_scores([a, b], labels) == (0.75, 0.75, 0.5)
+    runs = tuple(
+        _run(
+            "ablation",
+            "s",
+            "independent",
+            seed,
+            {m: {"accuracy": 1.0} for m in _specs.MODELS},
+            task="synthetic",
+            metric="accuracy",
+        )
+        for seed in range(2)
+    )
+    arrays = {"labels": labels, "probs/bert": a, "probs/gpt2": b, "probs/roberta": a}
+    text = "\n".join(_diagnostics.ensembles(_results.Results(runs), lambda r: arrays).lines)
+    assert "| s | independent | 75.0% | 75.0% | 33.3% | 2 |" in text
+
+
+def test_task_settings_plan_their_methods_and_reuse_the_sst2_lr(tmp_path, monkeypatch):
+    runner = repro._runner.Runner(str(tmp_path), str(tmp_path), {"preset": "tiny"})
+    for folder in ("sst2", "squad"):
+        os.makedirs(tmp_path / folder)
+    tuned = []
+    monkeypatch.setattr(runner, "tune_lr", lambda s, grid: tuned.append(s.name) or {"best": 1e-3})
+    opts = repro.ReproduceOptions(
+        experiments=("tasks",),
+        seeds=2,
+        methods=("mmo-type-shape", "mmo-role-depth"),
+        settings=("qa", "sst2-20k"),
+        max_train=600,
+    )
+    plan = [s for s, _ in repro._experiments.plan_runs(opts, runner)]
+    qa = [s for s in plan if s.setting.name == "qa"]
+    more = [s for s in plan if s.setting.name == "sst2-20k"]
+    assert {s.method for s in qa} == {"independent", "mmo-type-shape", "mmo-role-depth"}
+    assert {s.method for s in more} == {"independent", "mmo-role-depth"}
+    assert [s.seed for s in more] == [0, 0, 1, 1]  # seeds outermost: pairs finish together
+    assert more[0].setting.overrides["max_train"] == 20_000  # not --max-train
+    assert qa[0].setting.overrides["max_train"] == _specs.QA_MAX_TRAIN
+    assert set(tuned) == {"qa", "sst2"}  # sst2-20k reuses the lr tuned for sst2
+    # sst2-20k runs only when named.
+    default = dataclasses.replace(opts, settings=None)
+    assert "sst2-20k" not in {
+        s.setting.name for s, _ in repro._experiments.plan_runs(default, runner)
+    }
+
+
+def test_recorded_paths_are_relative_to_the_workdir(tmp_path):
+    workdir = str(tmp_path / "rep")
+    cfg = {
+        "workdir": os.path.join(workdir, "runs", "tasks", "x"),
+        "data": str(tmp_path / "data" / "sst2"),
+        "teacher_logits": None,
+        "seed": 0,
+    }
+    out = repro._runner.portable_config(cfg, workdir)
+    assert out["workdir"] == os.path.join("runs", "tasks", "x")
+    assert out["data"] == os.path.join("..", "data", "sst2")
+    assert out["seed"] == 0 and cfg["workdir"].startswith("/")  # a copy
+    opts = repro.ReproduceOptions(
+        experiments=("tasks",), workdir=workdir, data_dir=str(tmp_path / "data")
+    )
+    recorded = repro._experiments.portable_options(opts)
+    assert recorded["workdir"] == "." and recorded["data_dir"] == os.path.join("..", "data")
+    assert not any(isinstance(v, str) and v.startswith(str(tmp_path)) for v in recorded.values())

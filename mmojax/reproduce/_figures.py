@@ -10,7 +10,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from mmojax.reproduce import _results, _specs
 from mmojax.train import _metrics, _plots
+
+MODELS = _specs.MODELS
+PAPER = _specs.PAPER_METHOD
 
 
 def _save(fig: Figure, path: str) -> str:
@@ -93,7 +97,7 @@ def learning_rates(metrics_path: str, path: str) -> str | None:
         ax.plot(x, y, label=model)
     ax.set_xlabel("optimizer update")
     ax.set_ylabel("learning rate")
-    ax.set_title("per-model learning rate (mmo)")
+    ax.set_title(f"per-model learning rate ({PAPER})")
     ax.legend()
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -114,10 +118,111 @@ def compute_bars(values: Mapping[str, float], path: str, ylabel: str) -> str:
             va="bottom",
         )
     ax.set_ylabel(ylabel)
-    ax.set_title("compute, normalised to mmo = 1.0")
+    ax.set_title(f"compute, normalised to {PAPER} = 1.0")
     return _save(fig, path)
 
 
 def ensure_dir(path: str) -> str:
     Path(path).mkdir(parents=True, exist_ok=True)
     return os.fspath(path)
+
+
+def _gradient_matrix(runs) -> np.ndarray:
+    """Mean gradient cosine between each pair of models over ``runs``."""
+    mat = np.full((len(MODELS), len(MODELS)), np.nan)
+    for i, a in enumerate(MODELS):
+        mat[i, i] = 1.0
+        for j, b in enumerate(MODELS):
+            vals = [r["gradient_cosines"].get(a, {}).get(b) for r in runs]
+            vals = [v for v in vals if v is not None]
+            if vals and i != j:
+                mat[i, j] = float(np.mean(vals))
+    return mat
+
+
+def report_figures(
+    results: _results.Results, workdir: str, compute: Mapping[str, float] | None
+) -> list[tuple[str, str]]:
+    """Draws the report's figures into ``workdir/figures``.
+
+    Figs. 2-6 from the last ablation setting with both ``independent`` and the
+    paper's method (seed 0 for curves and t-SNE), Fig. 7 from ``compute``
+    (approach -> wall time normalised to the paper's method).
+
+    Returns:
+      ``[(caption, path relative to workdir)]``.
+    """
+    fig_dir = ensure_dir(os.path.join(workdir, "figures"))
+    idx = results.index("ablation")
+    pair = ("independent", PAPER)
+    setting = next(
+        (
+            s.name
+            for s in reversed(_specs.ablation_settings())
+            if all((s.name, m, MODELS) in idx for m in pair)
+        ),
+        None,
+    )
+    figs = []
+    if setting is not None:
+        runs = {m: idx[(setting, m, MODELS)] for m in pair}
+        first = {m: runs[m][min(runs[m])] for m in pair}
+        curves_of = {m: os.path.join(first[m]["_dir"], "metrics.jsonl") for m in pair}
+        figs.append(
+            (
+                f"Fig. 2: training loss, {PAPER} vs independent ({setting}, seed "
+                f"{min(runs[PAPER])})",
+                curves(
+                    curves_of,
+                    fig_dir,
+                    "train",
+                    "loss",
+                    "fig2_loss.png",
+                    f"training loss ({setting})",
+                ),
+            )
+        )
+        figs.append(
+            (
+                f"Fig. 3: validation accuracy ({setting})",
+                curves(
+                    curves_of,
+                    fig_dir,
+                    "eval",
+                    "main",
+                    "fig3_accuracy.png",
+                    f"validation accuracy ({setting})",
+                ),
+            )
+        )
+        mats = {m: _gradient_matrix(list(runs[m].values())) for m in pair}
+        n = min(len(runs[m]) for m in pair)
+        figs.append(
+            (
+                f"Fig. 4: gradient cosine on shared keys between models (mean over n={n} seeds)",
+                gradient_flow(mats, MODELS, os.path.join(fig_dir, "fig4_gradient_flow.png")),
+            )
+        )
+        kernels = {}
+        for m in pair:
+            if 0 in runs[m]:
+                arr = _results.arrays(runs[m][0])
+                kernels[m] = {x: arr[f"attn/{x}"] for x in MODELS if f"attn/{x}" in arr}
+        path = tsne(kernels, os.path.join(fig_dir, "fig5_tsne_attention.png"))
+        if path:
+            figs.append(
+                (f"Fig. 5: t-SNE of attention kernels, independent vs {PAPER} (seed 0)", path)
+            )
+        path = learning_rates(curves_of[PAPER], os.path.join(fig_dir, "fig6_learning_rates.png"))
+        if path:
+            figs.append((f"Fig. 6: per-model learning rate under {PAPER}", path))
+    if compute:
+        figs.append(
+            (
+                "Fig. 7: compute",
+                compute_bars(
+                    compute, os.path.join(fig_dir, "fig7_compute.png"), f"wall time ({PAPER} = 1)"
+                ),
+            )
+        )
+    return [(caption, os.path.relpath(path, workdir)) for caption, path in figs]

@@ -28,13 +28,40 @@ def paired(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     return summary([x - y for x, y in zip(a, b) if x is not None and y is not None])
 
 
+HELD, NOT_SUPPORTED, CONTRADICTED, NOT_MEASURED = (
+    "held",
+    "not supported",
+    "contradicted",
+    "not measured",
+)
+
+
 def verdict(diff: dict[str, float], claimed_sign: int = 1) -> str:
-    """Whether a paired difference supports a claimed direction at 95%."""
+    """Whether a paired difference supports a claimed direction at 95%.
+
+    ``held``: the 95% interval lies on the claimed side of 0; ``contradicted``:
+    on the other side; ``not supported``: it contains 0; ``not measured``:
+    fewer than 2 paired seeds.
+    """
     if diff["n"] < 2 or math.isnan(diff["lo"]):
-        return "undetermined (fewer than 2 seeds)"
-    if claimed_sign * diff["lo"] > 0 or claimed_sign * diff["hi"] < 0:
-        return "held" if claimed_sign * diff["mean"] > 0 else "contradicted"
-    return "not supported (the 95% interval includes 0)"
+        return NOT_MEASURED
+    if claimed_sign * diff["lo"] > 0:
+        return HELD
+    if claimed_sign * diff["hi"] < 0:
+        return CONTRADICTED
+    return NOT_SUPPORTED
+
+
+def fmt_diff(s: dict[str, float], scale: float = 100.0, digits: int = 1) -> str:
+    """``+mean [lo, hi] (n=k)``: a difference with its 95% interval and n."""
+    if s["n"] == 0:
+        return "n/a (n=0)"
+    if s["n"] == 1 or math.isnan(s["lo"]):
+        return f"{scale * s['mean']:+.{digits}f} (n={s['n']})"
+    return (
+        f"{scale * s['mean']:+.{digits}f} [{scale * s['lo']:+.{digits}f}, "
+        f"{scale * s['hi']:+.{digits}f}] (n={s['n']})"
+    )
 
 
 def pct(x: float, digits: int = 1) -> str:
@@ -44,7 +71,7 @@ def pct(x: float, digits: int = 1) -> str:
 def fmt_summary(s: dict[str, float], scale: float = 100.0, digits: int = 1) -> str:
     """``mean ± std [lo, hi] (n)`` in percent by default."""
     if s["n"] == 0:
-        return "n/a"
+        return "n/a (n=0)"
     if s["n"] == 1:
         return f"{scale * s['mean']:.{digits}f} (n=1)"
     return (
