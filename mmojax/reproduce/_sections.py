@@ -320,7 +320,11 @@ def _qa_block(results, findings) -> list[str]:
     if not have:
         lines += ["No QA runs yet (n=0).", ""]
         return lines
-    lines += [f"Training questions: {_cap(results, 'tasks', 'qa')}.", ""]
+    setting = next(s for s in _specs.task_settings(None) if s.name == "qa")
+    lines += [
+        f"Training questions: {_cap(results, 'tasks', 'qa')}. Setting: {setting.description}.",
+        "",
+    ]
     rows = []
     for model in MODELS:
         ind_f1 = results.values("tasks", "qa", "independent", model, "f1")

@@ -109,9 +109,9 @@ def ablation_settings() -> list[Setting]:
 # QA on CPU: the first QA_MAX_TRAIN training questions (25 updates of 32), 1 epoch,
 # evaluated on the whole article-split dev set (1,988 questions). Sequences are the QA
 # encoder's default buckets (64-384 tokens, question <= 64 tokens, context truncated;
-# no document stride). With the 4 tuning runs and 3 methods x 5 seeds this is ~19
-# runs, sized to about an hour of 2 CPU cores; a GPU runs the whole 8,582 with a
-# flag (--settings qa and a larger QA_MAX_TRAIN).
+# no document stride). With the 4 tuning runs and 3 methods x 5 seeds this is 19
+# runs, sized to about an hour of 2 idle CPU cores; on a GPU raise QA_MAX_TRAIN (the
+# training file has 8,582 questions).
 QA_MAX_TRAIN = 800
 SST2_MORE = 20_000  # the "more data" point: SST-2 with 20,000 training sentences
 
@@ -144,7 +144,9 @@ def task_settings(max_train: int | None) -> list[Setting]:
             {**common, "max_train": QA_MAX_TRAIN},
             "tuned",
             f"SQuAD v1.1 article split, first {QA_MAX_TRAIN} training questions, 1 epoch, "
-            "warmup 10%, lr tuned for independent on a held-out 10% of those questions",
+            "warmup 10%, lr tuned for independent on a held-out 10% of those questions; "
+            "[CLS] question (<= 64 tokens) [SEP] context [SEP] padded to 64-384 tokens, "
+            "contexts truncated to 384 (no document stride)",
             methods=three,
         ),
         Setting(
