@@ -20,6 +20,8 @@ from mmojax.train import TrainConfig, _metrics, _tasks, train
 
 log = logging.getLogger(__name__)
 THRESHOLDS = (0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
+# The runs whose attention kernels the t-SNE figure (Fig. 5) draws: ablation, seed 0.
+_FIG5_METHODS = ("independent", _specs.PAPER_METHOD)
 
 
 def _json_default(x):
@@ -260,7 +262,8 @@ class Runner:
             labels = validation_labels(config.to_dict())
             if labels is not None:
                 arrays["labels"] = labels
-        if spec.experiment == "ablation" and spec.seed == 0:  # for the t-SNE figure
+        fig5 = spec.method in _FIG5_METHODS and spec.models == _specs.MODELS
+        if spec.experiment == "ablation" and spec.seed == 0 and fig5:
             arrays.update({f"attn/{m}": k for m, k in attention_kernels(params).items()})
         run_dir = self.run_dir(spec)
         np.savez_compressed(os.path.join(run_dir, "arrays.npz"), **arrays)
