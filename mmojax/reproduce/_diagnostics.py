@@ -125,14 +125,21 @@ def compute(results: _results.Results, target: float) -> Section:
                 rows.append([name, "never" if not np.isfinite(mean) else f"{mean:.1f}", len(times)])
         lines += [f"Wall time until every model reached {pct(target, 0)} (mean):", ""]
         lines += table(["approach", "seconds", "n"], rows)
-    cost = _cost(results)
+    cost = _cost(results, c.seeds if c is not None else None)
     if cost:
+        which = (
+            f"the seeds of the compute comparison above ({list(c.seeds)}; wall times compare "
+            "only between runs made under the same machine load, and the other seeds' runs "
+            "shared the machine with other work)"
+            if c is not None
+            else "every seed"
+        )
         lines += [
             "### Time cost of joint training",
             "",
             "Per seed: the joint method's wall time / the same seed's parallel-independent "
-            "run (the three models in one step, nothing shared), SST-2 steps-to-target runs; "
-            "mean [95% interval] (n).",
+            "run (the three models in one step, nothing shared), SST-2 steps-to-target runs, "
+            f"{which}; mean [95% interval] (n).",
             "",
         ]
         lines += table(["method", "wall time / parallel independent"], cost.items())
@@ -143,17 +150,18 @@ def compute(results: _results.Results, target: float) -> Section:
     return Section(tuple(lines), tuple(findings))
 
 
-def _cost(results) -> dict[str, str]:
+def _cost(results, seeds: Sequence[int] | None) -> dict[str, str]:
+    """Per joint method: wall time / parallel independent, per seed (``seeds``: which)."""
     idx = results.index("steps-to-target")
     setting = next((k[0] for k in idx if k[2] == MODELS), None)
     ind = idx.get((setting, "independent", MODELS), {})
     out = {}
     for method in JOINT:
         runs = idx.get((setting, method, MODELS), {})
-        seeds = sorted(set(runs) & set(ind))
-        if not seeds:
+        both = sorted(set(runs) & set(ind) & set(seeds if seeds is not None else ind))
+        if not both:
             continue
-        s = summary([runs[k]["wall_time"] / ind[k]["wall_time"] for k in seeds])
+        s = summary([runs[k]["wall_time"] / ind[k]["wall_time"] for k in both])
         ci = f" [{s['lo']:.2f}, {s['hi']:.2f}]" if not math.isnan(s["lo"]) else ""
         out[method] = f"{s['mean']:.2f}x{ci} (n={s['n']})"
     return out

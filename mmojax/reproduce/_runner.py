@@ -256,6 +256,9 @@ class Runner:
             "gradient_cosines": gcos,
             "parameter_counts": result.parameter_counts,
             "device": str(jax.devices()[0]),
+            # Wall times are comparable only between runs made under similar load.
+            "load_average": list(os.getloadavg()),
+            "nice": os.nice(0),
         }
         arrays = {f"probs/{m}": p for m, p in (result.probabilities or {}).items() if p is not None}
         if arrays:  # the labels beside the predictions: the report never reloads data

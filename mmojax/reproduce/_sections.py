@@ -204,6 +204,10 @@ def ablation(results: _results.Results) -> Section:
     return Section(tuple(lines), tuple(findings))
 
 
+def _runs_of(results, experiment, setting) -> list[dict[str, Any]]:
+    return [r for r in results.runs if r["experiment"] == experiment and r["setting"] == setting]
+
+
 def _model_mean(results, experiment, setting, method) -> dict[int, float]:
     """``{seed: mean main metric over the three models}`` (seeds with all three)."""
     per = [results.values(experiment, setting, method, m) for m in MODELS]
@@ -296,7 +300,12 @@ def tasks(results: _results.Results) -> Section:
             if exp == "steps-to-target"
             else ""
         )
-        lines += [f"Training examples: {cap}.{note} Paper: independent / mmo (gain).", ""]
+        lines += [
+            f"Training examples: {cap}.{note} Paper: independent / mmo (gain). "
+            + _lr_note(results, _runs_of(results, exp, setting), task)
+            + ".",
+            "",
+        ]
         rows, f = _task_rows(results, exp, setting, task, have)
         lines += table(header_row, rows)
         findings += f
@@ -322,7 +331,9 @@ def _qa_block(results, findings) -> list[str]:
         return lines
     setting = next(s for s in _specs.task_settings(None) if s.name == "qa")
     lines += [
-        f"Training questions: {_cap(results, 'tasks', 'qa')}. Setting: {setting.description}.",
+        f"Training questions: {_cap(results, 'tasks', 'qa')}. Setting: {setting.description}. "
+        + _lr_note(results, _runs_of(results, "tasks", "qa"), "qa")
+        + ".",
         "",
     ]
     rows = []
