@@ -129,8 +129,8 @@ def compute(results: _results.Results, target: float) -> Section:
     if cost:
         which = (
             f"the seeds of the compute comparison above ({list(c.seeds)}; wall times compare "
-            "only between runs made under the same machine load, and the other seeds' runs "
-            "shared the machine with other work)"
+            "only between runs made under the same machine load; runs of the other seeds "
+            "may have shared the machine with other work)"
             if c is not None
             else "every seed"
         )
