@@ -353,3 +353,59 @@ def test_recorded_paths_are_relative_to_the_workdir(tmp_path):
     recorded = repro._experiments.portable_options(opts)
     assert recorded["workdir"] == "." and recorded["data_dir"] == os.path.join("..", "data")
     assert not any(isinstance(v, str) and v.startswith(str(tmp_path)) for v in recorded.values())
+
+
+def test_results_load_indexes_runs_and_reads_their_arrays(tmp_path):
+    for seed in (0, 1):
+        run = _run(
+            "tasks", "ner", "independent", seed, {m: {"f1": 0.1 * seed} for m in _specs.MODELS}
+        )
+        run.pop("_dir")
+        d = tmp_path / "runs" / run["run_id"]
+        os.makedirs(d)
+        json.dump(run, open(d / "result.json", "w"))
+        np.savez_compressed(d / "arrays.npz", labels=np.arange(3) + seed)
+    os.makedirs(tmp_path / "tuning")
+    json.dump(
+        {"setting": "ner", "best": 1e-3, "scores": {}}, open(tmp_path / "tuning" / "ner.json", "w")
+    )
+    results = _results.load(str(tmp_path))
+    assert len(results.runs) == 2 and results.tuning["ner"]["best"] == 1e-3
+    assert results.settings("tasks") == ["ner"]
+    assert results.values("tasks", "ner", "independent", "gpt2") == {0: 0.0, 1: 0.1}
+    assert results.values("tasks", "ner", "mmo-role", "gpt2") == {}
+    np.testing.assert_array_equal(_results.arrays(results.runs[1])["labels"], [1, 2, 3])
+    assert _results.paired_values({0: 1.0, 1: None, 2: 3.0}, {0: 0.5, 2: 1.0, 3: 9.0}) == (
+        [1.0, 3.0],
+        [0.5, 1.0],
+    )
+
+
+def test_more_data_block_sets_the_20k_difference_beside_the_smaller_one():
+    runs = []
+    for seed in range(2):
+        for setting, gain in (("sst2", 0.02), ("sst2-20k", 0.04)):
+            runs.append(
+                _run(
+                    "tasks",
+                    setting,
+                    "independent",
+                    seed,
+                    {m: {"accuracy": 0.7} for m in _specs.MODELS},
+                    task="sst2",
+                    metric="accuracy",
+                )
+            )
+            scores = {m: {"accuracy": 0.7 + gain + 0.01 * seed} for m in _specs.MODELS}
+            runs.append(
+                _run(
+                    "tasks", setting, "mmo-role-depth", seed, scores, task="sst2", metric="accuracy"
+                )
+            )
+    section = _sections.tasks(_results.Results(tuple(runs)))
+    text = "\n".join(section.lines)
+    assert "### More data: SST-2 with 20,000 training sentences" in text
+    assert "| bert | mmo-role-depth | 70.0 ± 0.0 [70.0, 70.0] (n=2) | 74.5 ± 0.7" in text
+    assert "| +4.5 [-1.9, +10.9] (n=2) | +2.5 [-3.9, +8.9] (n=2) |" in text
+    more = [f for f in section.findings if f.task == "sst2-20k"]
+    assert len(more) == 3 and not any(f.paper_claim for f in more)
