@@ -109,9 +109,10 @@ def ablation_settings() -> list[Setting]:
 # QA on CPU: the first QA_MAX_TRAIN training questions (16 updates of 32), 1 epoch,
 # evaluated on the whole article-split dev set (1,988 questions). Sequences are the QA
 # encoder's default buckets (64-384 tokens, question <= 64 tokens, context truncated;
-# no document stride). A 1,000-question run evaluated on 200 questions took 8 min on the
-# shared 2-core machine (~10 s an update, ~7 s per 100 questions evaluated, compiling
-# included), so at 500 questions and the full dev set a run is ~4 min on idle cores and the
+# no document stride). A 1,000-question run (31 updates, 5 evaluations of 200 questions,
+# so 1,000 questions evaluated) took 8 min on the shared 2-core machine; 500 training
+# questions and one evaluation of 1,988 (forward only) cost about as much, ~4 min on idle
+# cores, so the
 # 19 QA runs (4 lr-tuning runs, then 3 methods x 5 seeds) about 70 min. On a GPU raise it
 # (the training file has 8,582 questions).
 QA_MAX_TRAIN = 500
