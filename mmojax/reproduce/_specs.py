@@ -112,9 +112,8 @@ def ablation_settings() -> list[Setting]:
 # no document stride). A 1,000-question run (31 updates, 5 evaluations of 200 questions,
 # so 1,000 questions evaluated) took 8 min on the shared 2-core machine; 500 training
 # questions and one evaluation of 1,988 (forward only) cost about as much, ~4 min on idle
-# cores, so the
-# 19 QA runs (4 lr-tuning runs, then 3 methods x 5 seeds) about 70 min. On a GPU raise it
-# (the training file has 8,582 questions).
+# cores, so the 19 QA runs (4 lr-tuning runs, then 3 methods x 5 seeds) take about 70 min.
+# On a GPU raise it (the training file has 8,582 questions).
 QA_MAX_TRAIN = 500
 SST2_MORE = 20_000  # the "more data" point: SST-2 with 20,000 training sentences
 
