@@ -167,11 +167,13 @@ def test_export_predict_and_evaluate_commands(finished, tmp_path, capsys):
     table = capsys.readouterr().out
     scores = _inference.evaluate(_inference.load_predictors(str(out)), "synthetic", None)
     assert f"{scores['ensemble']['accuracy']:.4f}" in table
-    np.testing.assert_allclose(
-        [scores[m]["accuracy"] for m in config.models],
-        [result.final[m]["accuracy"] for m in config.models],
-        atol=0,
-    )
+    assert set(scores) == {*config.models, "ensemble"}
+    # The exported models give the probabilities the run computed on its validation split.
+    raw = _tasks._load_raw("synthetic", None, config.seed, config.max_train, config.max_val)
+    probs = _inference.classify(_inference.load_predictors(str(out)), raw.validation.texts)
+    for m in config.models:
+        np.testing.assert_allclose(probs[m], result.probabilities[m], atol=1e-5)
+    np.testing.assert_allclose(probs["ensemble"], np.mean([probs[m] for m in config.models], 0))
 
 
 def test_ner_with_own_tokenizers_labels_each_models_first_sub_tokens():

@@ -195,6 +195,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         holdout=config.holdout,
         models=config.models,
         model_tokenizers=own_tokenizers,
+        max_length=_models.checkpoint_positions(config),
     )
     if config.teacher_logits:
         task = _with_teacher(task, config.teacher_logits)

@@ -12,6 +12,23 @@ from mmojax.train._tasks import TaskData
 log = logging.getLogger(__name__)
 
 
+def checkpoint_positions(config: TrainConfig) -> int | None:
+    """The fewest input positions among the run's checkpoints (``None`` without any).
+
+    Reads only each checkpoint's ``config.json``; a missing directory or file is
+    reported here, before the run loads data.
+    """
+    from mmojax.models._hf import model_config_from_hf
+
+    limits = []
+    for name, path in (config.checkpoints or {}).items():
+        fields = mmodels.read_config(os.path.expanduser(path))
+        arch = fields.get("model_type", name)
+        if arch in mmodels.ARCHS:  # another type is refused, with its name, when loading
+            limits.append(model_config_from_hf(arch, fields).max_length)
+    return min(limits) if limits else None
+
+
 def build_run_models(config: TrainConfig, task: TaskData) -> dict[str, mmodels.Model]:
     """``{model: Model}`` of ``config.models``, in order.
 

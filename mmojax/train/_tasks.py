@@ -133,6 +133,7 @@ def prepare_task(
     holdout: float = 0.0,
     models: Sequence[str] = (),
     model_tokenizers: Mapping[str, Any] | None = None,
+    max_length: int | None = None,
 ) -> TaskData:
     """Loads, tokenises and encodes a task's data.
 
@@ -145,9 +146,13 @@ def prepare_task(
     ``model_tokenizers`` (a ``tokenizers.Tokenizer`` or a checkpoint path)
     tokenize the same examples with their own tokenizer instead; the splits are
     then paired (one row per example, each model's tokens under its name).
+    ``max_length`` caps the length buckets (inputs are truncated to it), e.g.
+    at the fewest positions a checkpoint among the models has.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    if max_length is not None:
+        buckets = _capped(buckets or _DEFAULT_BUCKETS[MODEL_TASK[task]], max_length)
     if isinstance(data_path, os.PathLike):
         data_path = os.fspath(data_path)
     raw = _load_raw(task, data_path, seed, max_train, max_val)
@@ -197,10 +202,23 @@ def prepare_task(
     )
 
 
+_DEFAULT_BUCKETS = {
+    "classification": mdata.DEFAULT_BUCKETS,
+    "token_classification": (16, 32, 64, 128, 256),
+    "qa": mdata.DEFAULT_QA_BUCKETS,
+}
+
+
+def _capped(buckets: Sequence[int], limit: int) -> tuple[int, ...]:
+    """``buckets`` up to ``limit``, with ``limit`` itself when a bucket was longer."""
+    kept = tuple(b for b in buckets if b <= limit)
+    return kept if len(kept) == len(tuple(buckets)) else (*kept, limit)
+
+
 def _encode(task: str, tokenizer, raw, buckets: Sequence[int] | None):
     """``(train, validation)`` encoded splits of ``raw`` with ``tokenizer``."""
     if task == "ner":
-        kw = {"buckets": tuple(buckets) if buckets else (16, 32, 64, 128, 256)}
+        kw = {"buckets": tuple(buckets) if buckets else _DEFAULT_BUCKETS["token_classification"]}
         return tuple(
             mdata.encode_ner(tokenizer, split, raw.label_names, **kw)
             for split in (raw.train, raw.validation)
