@@ -258,3 +258,19 @@ def test_the_sharing_plan_says_which_tables_of_other_vocabularies_do_not_pool():
     text = str(plan)
     assert "not shared" in text and "gpt2/wte/embedding (50, 8)" in text
     assert [g.models for g in plan.shared_groups] == [("bert", "roberta")]
+
+
+def test_prepare_task_takes_a_datasets_dict():
+    import datasets
+
+    texts = ["a charming movie", "a dull mess", "witty and gorgeous", "pointless"] * 4
+    labels = [1, 0, 1, 0] * 4
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"sentence": texts, "label": labels}),
+            "validation": datasets.Dataset.from_dict({"sentence": texts[:4], "label": labels[:4]}),
+        }
+    )
+    task = _tasks.prepare_task("sst2", dd, vocab_size=100)
+    assert len(task.train) == 16 and len(task.validation) == 4 and task.num_labels == 2
+    np.testing.assert_array_equal(task.train.arrays["labels"], labels)
