@@ -23,7 +23,7 @@ import numpy as np
 from mmojax import data as mdata
 from mmojax import models as mmodels
 from mmojax.train import _checkpoint, _rundir, _step, _tasks
-from mmojax.train._loop import TASK_FILE, _own_tokenizer_path, export_run
+from mmojax.train._loop import TASK_FILE, export_run, own_tokenizer_path
 from mmojax.train._models import build_run_models
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def export_workdir(workdir: str, out: str | None = None) -> dict[str, str]:
     shared = os.path.join(workdir, "tokenizer.json")
     tokenizer = mdata.load_tokenizer(shared) if os.path.exists(shared) else None
     own = {
-        m: mdata.load_tokenizer(_own_tokenizer_path(workdir, m)) for m in config.tokenizer_sources()
+        m: mdata.load_tokenizer(own_tokenizer_path(workdir, m)) for m in config.tokenizer_sources()
     }
     task = _RunTask(
         info["task"],

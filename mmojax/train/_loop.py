@@ -183,7 +183,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     tok_path = os.path.join(workdir, "tokenizer.json")
     own_tokenizers = config.tokenizer_sources()
     if resume:  # the tokenizers the run saved, not whatever the paths hold now
-        own_tokenizers = {m: _own_tokenizer_path(workdir, m) for m in own_tokenizers}
+        own_tokenizers = {m: own_tokenizer_path(workdir, m) for m in own_tokenizers}
     task = _tasks.prepare_task(
         config.task,
         config.data,
@@ -206,7 +206,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         if task.tokenizer is not None:
             mdata.save_tokenizer(task.tokenizer, tok_path)
         for m in own_tokenizers:
-            mdata.save_tokenizer(task.tokenizers[m], _own_tokenizer_path(workdir, m))
+            mdata.save_tokenizer(task.tokenizers[m], own_tokenizer_path(workdir, m))
         _write_task_info(workdir, task)
         _rundir.write_config(workdir, config)
 
@@ -403,7 +403,7 @@ def _write_task_info(workdir: str, task: _tasks.TaskData) -> None:
         json.dump(info, f, indent=1)
 
 
-def _own_tokenizer_path(workdir: str, model: str) -> str:
+def own_tokenizer_path(workdir: str, model: str) -> str:
     """Where a run keeps the tokenizer of a model that does not use the shared one."""
     return os.path.join(workdir, "tokenizers", f"{model}.json")
 
