@@ -274,3 +274,29 @@ def test_prepare_task_takes_a_datasets_dict():
     task = _tasks.prepare_task("sst2", dd, vocab_size=100)
     assert len(task.train) == 16 and len(task.validation) == 4 and task.num_labels == 2
     np.testing.assert_array_equal(task.train.arrays["labels"], labels)
+
+
+def test_a_hub_name_is_fetched_where_a_hub_answers_and_refused_clearly_otherwise(
+    monkeypatch, tmp_path
+):
+    import huggingface_hub
+
+    from mmojax.train import _models
+
+    def offline(repo_id, **kw):
+        raise huggingface_hub.errors.LocalEntryNotFoundError("cannot reach the hub")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(FileNotFoundError, match="not a local directory.*huggingface-cli download"):
+        _models.resolve_checkpoint("someone/some-model")
+    calls = []
+
+    def online(repo_id, **kw):
+        calls.append(repo_id)
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", online)
+    assert _models.resolve_checkpoint("someone/some-model") == str(tmp_path)
+    assert _models.resolve_checkpoint(str(tmp_path)) == str(tmp_path)  # a path stays a path
+    assert _models.resolve_checkpoint("./no/such/dir") == "./no/such/dir"  # loading reports it
+    assert calls == ["someone/some-model"]

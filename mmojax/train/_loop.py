@@ -181,7 +181,11 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
             _rundir.read_config(workdir), config, source=os.path.join(workdir, _rundir.CONFIG_FILE)
         )
     tok_path = os.path.join(workdir, "tokenizer.json")
-    own_tokenizers = config.tokenizer_sources()
+    checkpoints = _models.resolve_checkpoints(config)
+    own_tokenizers = {
+        **{m: _models.resolve_checkpoint(p) for m, p in (config.tokenizers or {}).items()},
+        **{m: p for m, p in checkpoints.items() if m not in (config.tokenizers or {})},
+    }
     if resume:  # the tokenizers the run saved, not whatever the paths hold now
         own_tokenizers = {m: own_tokenizer_path(workdir, m) for m in own_tokenizers}
     task = _tasks.prepare_task(
@@ -195,11 +199,11 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         holdout=config.holdout,
         models=config.models,
         model_tokenizers=own_tokenizers,
-        max_length=_models.checkpoint_positions(config),
+        max_length=_models.checkpoint_positions(checkpoints),
     )
     if config.teacher_logits:
         task = _with_teacher(task, config.teacher_logits)
-    built = _models.build_run_models(config, task)
+    built = _models.build_run_models(config, task, checkpoints)
     log.info("models:\n%s", mmodels.parameter_table(built))
     if not resume:  # everything is validated: from here on the run writes
         _rundir.create(workdir, overwrite=overwrite)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from collections.abc import Mapping
 
 from mmojax import models as mmodels
 from mmojax.train._config import TrainConfig
@@ -12,8 +14,43 @@ from mmojax.train._tasks import TaskData
 log = logging.getLogger(__name__)
 
 
-def checkpoint_positions(config: TrainConfig) -> int | None:
-    """The fewest input positions among the run's checkpoints (``None`` without any).
+# A hub model name: "name" or "owner/name" (a path that exists is always a path).
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_HUB_FILES = ["*.json", "*.txt", "*.safetensors", "flax_model.msgpack", "pytorch_model.bin"]
+
+
+def resolve_checkpoint(path: str) -> str:
+    """The local directory of a checkpoint given as a path or, where a hub is reachable, a name.
+
+    An existing path (or one that does not look like a hub name) is returned as
+    it is: loading reports what is missing. A hub name (``owner/name``) is
+    fetched into the Hugging Face cache with ``huggingface_hub.snapshot_download``
+    (configuration, tokenizer and weight files only); offline, or when the hub
+    does not have it, the error says so and how to pass a local directory.
+    """
+    local = os.path.expanduser(path)
+    if os.path.exists(local) or not _HUB_NAME.match(path):
+        return local
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(path, allow_patterns=_HUB_FILES)
+    except Exception as err:  # noqa: BLE001 - any failure means: no such local or hub model
+        raise FileNotFoundError(
+            f"{path!r} is not a local directory, and the Hugging Face hub could not provide it "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}). "
+            f"mmojax needs a local checkpoint directory: download it where a hub is reachable "
+            f"(`huggingface-cli download {path} --local-dir DIR`) and pass DIR"
+        ) from None
+
+
+def resolve_checkpoints(config: TrainConfig) -> dict[str, str]:
+    """``{model: local directory}`` of the run's checkpoints (see :func:`resolve_checkpoint`)."""
+    return {m: resolve_checkpoint(p) for m, p in (config.checkpoints or {}).items()}
+
+
+def checkpoint_positions(checkpoints: Mapping[str, str]) -> int | None:
+    """The fewest input positions among local checkpoints (``None`` without any).
 
     Reads only each checkpoint's ``config.json``; a missing directory or file is
     reported here, before the run loads data.
@@ -21,18 +58,21 @@ def checkpoint_positions(config: TrainConfig) -> int | None:
     from mmojax.models._hf import model_config_from_hf
 
     limits = []
-    for name, path in (config.checkpoints or {}).items():
-        fields = mmodels.read_config(os.path.expanduser(path))
+    for name, path in checkpoints.items():
+        fields = mmodels.read_config(path)
         arch = fields.get("model_type", name)
         if arch in mmodels.ARCHS:  # another type is refused, with its name, when loading
             limits.append(model_config_from_hf(arch, fields).max_length)
     return min(limits) if limits else None
 
 
-def build_run_models(config: TrainConfig, task: TaskData) -> dict[str, mmodels.Model]:
+def build_run_models(
+    config: TrainConfig, task: TaskData, checkpoints: Mapping[str, str] | None = None
+) -> dict[str, mmodels.Model]:
     """``{model: Model}`` of ``config.models``, in order.
 
-    A model named in ``config.checkpoints`` loads that checkpoint's backbone
+    A model named in ``checkpoints`` (default: ``config.checkpoints``, resolved)
+    loads that checkpoint's backbone
     (its head is new, see :func:`mmojax.models.load_pretrained`); the others are
     built from ``config.preset`` with ``config.model_size``, sized for their
     tokenizer's vocabulary and padding id. Every model's head fits the task.
@@ -42,13 +82,15 @@ def build_run_models(config: TrainConfig, task: TaskData) -> dict[str, mmodels.M
         or one whose position table is shorter than the task's longest input.
       FileNotFoundError: a checkpoint directory or its files are missing.
     """
+    if checkpoints is None:
+        checkpoints = resolve_checkpoints(config)
     out = {}
     for name in config.models:
         seed = mmodels.derive_seed(config.seed, name)
-        path = (config.checkpoints or {}).get(name)
+        path = checkpoints.get(name)
         if path is not None:
             model, report = mmodels.load_pretrained(
-                os.path.expanduser(path),
+                path,
                 arch=name,
                 task=task.model_task,
                 num_labels=task.num_labels,
