@@ -300,3 +300,21 @@ def test_a_hub_name_is_fetched_where_a_hub_answers_and_refused_clearly_otherwise
     assert _models.resolve_checkpoint(str(tmp_path)) == str(tmp_path)  # a path stays a path
     assert _models.resolve_checkpoint("./no/such/dir") == "./no/such/dir"  # loading reports it
     assert calls == ["someone/some-model"]
+
+
+def test_resume_needs_the_tokenizers_the_run_saved(tmp_path):
+    import json
+
+    from mmojax.train import _rundir
+
+    config = TrainConfig(
+        models=("bert", "gpt2"), checkpoints={"bert": "/c/bert"}, tokenizers={"gpt2": "/t/gpt2"}
+    )
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    (tmp_path / "tokenizers").mkdir()
+    (tmp_path / "tokenizers" / "bert.json").write_text("{}")
+    with pytest.raises(_rundir.RunDirError, match="gpt2.json"):
+        _rundir.check(str(tmp_path), resume=True)
+    (tmp_path / "tokenizers" / "gpt2.json").write_text("{}")
+    _rundir.check(str(tmp_path), resume=True)  # no tokenizer.json needed: no model uses it

@@ -20,7 +20,10 @@ from mmojax.train._config import RESUMABLE_FIELDS, TrainConfig
 # What a run writes into its directory (removed by ``overwrite``).
 RUN_FILES = (
     "config.json",
+    "task.json",
     "tokenizer.json",
+    "tokenizers",
+    "export",
     "metrics.jsonl",
     "checkpoints",
     "checkpoints-unusable",
@@ -70,10 +73,15 @@ def check(workdir: str, *, resume: bool, overwrite: bool = False) -> None:
         raise RunDirError(f"cannot write to workdir {workdir}: {existing} is not writable")
     if resume:
         missing = [
-            f
-            for f in (CONFIG_FILE, "checkpoints", "tokenizer.json")
-            if not os.path.exists(os.path.join(workdir, f))
+            f for f in (CONFIG_FILE, "checkpoints") if not os.path.exists(os.path.join(workdir, f))
         ]
+        if not missing:  # and the tokenizers the run saved, which it must use again
+            config = read_config(workdir)
+            own = config.tokenizer_sources()
+            needed = [os.path.join("tokenizers", f"{m}.json") for m in own]
+            if any(m not in own for m in config.models):
+                needed.append("tokenizer.json")
+            missing = [f for f in needed if not os.path.exists(os.path.join(workdir, f))]
         if missing:
             raise RunDirError(
                 f"cannot resume: {workdir} holds no run to resume (no {', '.join(missing)})"
