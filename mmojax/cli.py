@@ -451,7 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--methods", default=None, help="comma-separated subset of the methods")
     r.add_argument(
-        "--settings", default=None, help="comma-separated subset of the ablation settings"
+        "--settings",
+        default=None,
+        help="comma-separated settings: ablation (literal-paper, converging-tuned, "
+        "literal-tuned, converging-paper) and tasks (sst2, ner, qa, sst2-20k; sst2-20k "
+        "runs only when named)",
     )
     r.add_argument(
         "--preset", default="small", choices=("tiny", "small", "base"), help="model sizes"
