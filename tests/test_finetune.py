@@ -169,7 +169,7 @@ def test_export_predict_and_evaluate_commands(finished, tmp_path, capsys):
     assert f"{scores['ensemble']['accuracy']:.4f}" in table
     assert set(scores) == {*config.models, "ensemble"}
     # The exported models give the probabilities the run computed on its validation split.
-    raw = _tasks._load_raw("synthetic", None, config.seed, config.max_train, config.max_val)
+    raw = _tasks.load_raw("synthetic", None, config.seed, config.max_train, config.max_val)
     probs = _inference.classify(_inference.load_predictors(str(out)), raw.validation.texts)
     for m in config.models:
         np.testing.assert_allclose(probs[m], result.probabilities[m], atol=1e-5)

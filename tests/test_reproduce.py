@@ -53,7 +53,7 @@ def test_reproduce_tiny_ablation_resumes_and_reports(tmp_path, monkeypatch):
     # Labels beside the predictions, equal to the data the run was evaluated on.
     run = next(r for r in results if r["method"] == "mmo-type-shape" and r["seed"] == 1)
     arrays = np.load(tmp_path / "rep" / "runs" / run["run_id"] / "arrays.npz")
-    raw = mtrain._tasks._load_raw("synthetic", None, 1, 24, 8)
+    raw = mtrain._tasks.load_raw("synthetic", None, 1, 24, 8)
     np.testing.assert_array_equal(arrays["labels"], raw.validation.labels)
     assert arrays["probs/bert"].shape == (len(raw.validation.labels), 2)
     opts_json = json.load(open(tmp_path / "rep" / "options.json"))

@@ -98,11 +98,11 @@ def validation_labels(config: dict[str, Any]) -> np.ndarray | None:
     """
     if config["task"] not in ("synthetic", "sst2"):
         return None
-    raw = _tasks._load_raw(
+    raw = _tasks.load_raw(
         config["task"], config["data"], config["seed"], config["max_train"], config["max_val"]
     )
     if config.get("holdout"):
-        raw = _tasks._holdout(raw, config["holdout"], config["seed"])
+        raw = _tasks.holdout_split(raw, config["holdout"], config["seed"])
     return np.asarray(raw.validation.labels, np.int32)
 
 

@@ -298,7 +298,7 @@ def evaluate(
             f"(use {' or '.join(_DATA_TASK[model_task])})"
         )
     limits = (max_examples, None) if split == "train" else (None, max_examples)
-    raw = _tasks._load_raw(task, data, 0, *limits)
+    raw = _tasks.load_raw(task, data, 0, *limits)
     part = raw.validation if split == "validation" else raw.train
     if model_task == "classification":
         probs = classify(predictors, part.texts)

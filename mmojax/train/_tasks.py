@@ -76,7 +76,7 @@ class TaskData:
         return mdata.token_frame(self.tokenizers.get(model, self.tokenizer)).pad
 
 
-def _holdout(raw, fraction: float, seed: int):
+def holdout_split(raw, fraction: float, seed: int):
     """Splits a seeded tail of the training split off as the validation split."""
     train = raw.train
     n = len(train)
@@ -98,7 +98,8 @@ def _holdout(raw, fraction: float, seed: int):
     return mdata.DatasetSplits(pick(keep), pick(held), raw.label_names)
 
 
-def _load_raw(task: str, data_path: str | None, seed: int, max_train, max_val):
+def load_raw(task: str, data_path: Any, seed: int, max_train, max_val):
+    """The raw splits of a task (synthetic: generated from ``seed``; else ``load_splits``)."""
     if task == "synthetic":
         n_train = 500 if max_train is None else max_train
         n_val = 100 if max_val is None else max_val
@@ -155,9 +156,9 @@ def prepare_task(
         buckets = _capped(buckets or _DEFAULT_BUCKETS[MODEL_TASK[task]], max_length)
     if isinstance(data_path, os.PathLike):
         data_path = os.fspath(data_path)
-    raw = _load_raw(task, data_path, seed, max_train, max_val)
+    raw = load_raw(task, data_path, seed, max_train, max_val)
     if holdout:
-        raw = _holdout(raw, holdout, seed)
+        raw = holdout_split(raw, holdout, seed)
     log.info(
         "loaded %s: %d train / %d %s examples",
         _DISPLAY_NAME[task],
