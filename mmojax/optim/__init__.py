@@ -17,6 +17,10 @@ from mmojax.optim._classify import ParamKey as ParamKey
 from mmojax.optim._classify import classify_parameters as classify_parameters
 from mmojax.optim._clip import ClipByModelNormState as ClipByModelNormState
 from mmojax.optim._clip import clip_by_model_global_norm as clip_by_model_global_norm
+from mmojax.optim._cohort import Cohort as Cohort
+from mmojax.optim._cohort import per_member as per_member
+from mmojax.optim._cohort import stack_models as stack_models
+from mmojax.optim._cohort import unstack_models as unstack_models
 from mmojax.optim._convergence import ConvergenceState as ConvergenceState
 from mmojax.optim._convergence import scale_by_convergence as scale_by_convergence
 from mmojax.optim._optimizer import MultiModelOptimizerState as MultiModelOptimizerState
@@ -44,6 +48,7 @@ __all__ = (
     "AlignRule",
     "Alignment",
     "ClipByModelNormState",
+    "Cohort",
     "ConvergenceState",
     "ModelLearningRateState",
     "MultiModelOptimizerState",
@@ -60,10 +65,13 @@ __all__ = (
     "depth_pairing",
     "learning_rates",
     "multi_model_optimizer",
+    "per_member",
     "scale_by_convergence",
     "scale_by_model_learning_rate",
     "share_gradients",
     "sharing_plan",
+    "stack_models",
     "sync_parameters",
+    "unstack_models",
     "warmup_cosine_schedule",
 )

@@ -17,7 +17,8 @@ class AccumulateState(NamedTuple):
     Attributes:
       mini_step: micro-batches accumulated since the last inner update (int32).
       grads: running sum of the micro-batch gradients (float32 or wider).
-      losses: ``{model: float32}`` running sum of the micro-batch losses.
+      losses: ``{model: float32}`` running sum of the micro-batch losses
+        (``(k,)`` for a cohort of ``k`` members).
       inner_state: the wrapped transformation's state.
     """
 
@@ -61,11 +62,11 @@ def accumulate_gradients(
         return jnp.result_type(dtype, jnp.float32)
 
     def init_fn(params):
-        models = _tree.check_multi_model_tree(params)
+        _tree.check_multi_model_tree(params)
         return AccumulateState(
             mini_step=jnp.zeros([], jnp.int32),
             grads=jax.tree.map(lambda p: jnp.zeros(p.shape, acc_dtype(p.dtype)), params),
-            losses={m: jnp.zeros([], jnp.float32) for m in models},
+            losses=_tree.per_model(params, 0.0, jnp.float32),
             inner_state=inner.init(params),
         )
 

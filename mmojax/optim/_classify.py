@@ -94,7 +94,9 @@ def classify_parameters(params: Any, *, rules: Rules | None = None) -> Any:
         GPT-2 names and common generic ones (``q_proj``, ``mlp``, ``norm``...).
 
     Returns:
-      A tree of the same structure as ``params`` with ``ParamKey`` leaves.
+      A tree of the same structure as ``params`` with ``ParamKey`` leaves; a
+      :class:`Cohort`'s leaves get one member's label (path and shape inside
+      the member, without the model axis).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -104,13 +106,13 @@ def classify_parameters(params: Any, *, rules: Rules | None = None) -> Any:
     """
     _tree.check_multi_model_tree(params)
     compiled = compile_rules(rules)
-
-    def label(path, leaf):
-        inner = _tree.path_string(path[1:])
-        kind = next((k for p, k in compiled if p.search(inner)), "other")
-        return ParamKey(kind, tuple(int(d) for d in leaf.shape))
-
-    return jax.tree_util.tree_map_with_path(label, params)
+    # A cohort's leaves are labelled as one member's: path and shape inside it.
+    leaves, treedef = _tree.flatten_leaves(params)
+    labels = [
+        ParamKey(next((k for p, k in compiled if p.search(leaf.path)), "other"), leaf.shape)
+        for leaf in leaves
+    ]
+    return jax.tree_util.tree_unflatten(treedef, labels)
 
 
 LabelSpec = Any  # None | Callable[[params], labels] | labels tree

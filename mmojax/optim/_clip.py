@@ -23,7 +23,8 @@ def clip_by_model_global_norm(
     Model :math:`i`'s updates are scaled by ``min(1, clip_norm / ||g_i||)``
     (``clip_norm`` a float or a scalar array);
     the norm never mixes models, so one model's large gradient does not
-    shrink the others' steps.
+    shrink the others' steps. Each member of a :class:`Cohort` is clipped by
+    its own norm.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -46,8 +47,8 @@ def clip_by_model_global_norm(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        norms = {m: optax.tree.norm(updates[m]) for m in updates}
+        norms = _tree.model_norms(updates)
         scales = {m: jnp.minimum(1.0, clip_norm / jnp.maximum(n, 1e-30)) for m, n in norms.items()}
-        return _tree.map_with_model(lambda m, u: (u * scales[m]).astype(u.dtype), updates), state
+        return _tree.scale_models(updates, scales), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

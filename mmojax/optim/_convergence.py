@@ -15,6 +15,9 @@ from mmojax.optim import _tree, _weights
 class ConvergenceState(NamedTuple):
     """State of :func:`scale_by_convergence`; every field is per model.
 
+    A :class:`Cohort` of ``k`` members has a leading axis ``k`` on each of
+    its fields (``losses[name]`` is ``(k, window)``, ``rates[name]`` ``(k,)``).
+
     Attributes:
       count: optimizer updates seen so far (int32 scalar).
       losses: ``{model: float32[window]}`` ring buffers of recent losses.
@@ -82,7 +85,8 @@ def scale_by_convergence(
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes
-      ``losses={model_name: scalar}``.
+      ``losses={model_name: scalar}`` (a :class:`Cohort`: a ``(k,)`` array,
+      one loss per member, each member estimated as a model of its own).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -109,15 +113,25 @@ def scale_by_convergence(
         )
 
     def init_fn(params):
-        models = _tree.check_multi_model_tree(params)
-        per_model = lambda v, dtype: {m: jnp.full([], v, dtype) for m in models}  # noqa: E731
+        _tree.check_multi_model_tree(params)
         return ConvergenceState(
             count=jnp.zeros([], jnp.int32),
-            losses={m: jnp.zeros([window], jnp.float32) for m in models},
-            num_losses=per_model(0, jnp.int32),
-            rates=per_model(1.0, jnp.float32),
-            scales=per_model(1.0, jnp.float32),
+            losses=_tree.per_model(params, 0.0, jnp.float32, (window,)),
+            num_losses=_tree.per_model(params, 0, jnp.int32),
+            rates=_tree.per_model(params, 1.0, jnp.float32),
+            scales=_tree.per_model(params, 1.0, jnp.float32),
         )
+
+    def estimate(buffer, num, rate, loss, due):
+        """One model's step of Algorithm 3 (vmapped over a cohort's members)."""
+        finite = jnp.isfinite(loss)
+        buffer = jnp.where(finite, buffer.at[num % window].set(loss), buffer)
+        num = num + finite.astype(jnp.int32)
+        norm_rate = 1.0 / (1.0 + jnp.abs(ring_slope(buffer, num)))
+        rate = jnp.where(
+            jnp.logical_and(due, num >= window), ema * rate + (1.0 - ema) * norm_rate, rate
+        )
+        return buffer, num, rate, jnp.clip(1.0 / rate, min_scale, max_scale)
 
     def update_fn(updates, state, params=None, *, losses=None, **extra_args):
         del params, extra_args
@@ -126,26 +140,25 @@ def scale_by_convergence(
         due = count % update_every == 0
         buffers, nums, rates, scales = {}, {}, {}, {}
         for m in state.rates:
-            loss = losses[m]
-            finite = jnp.isfinite(loss)
-            num = state.num_losses[m]
-            written = state.losses[m].at[num % window].set(loss)
-            buffers[m] = jnp.where(finite, written, state.losses[m])
-            nums[m] = num + finite.astype(jnp.int32)
-            norm_rate = 1.0 / (1.0 + jnp.abs(ring_slope(buffers[m], nums[m])))
-            estimate = jnp.logical_and(due, nums[m] >= window)
-            rates[m] = jnp.where(
-                estimate, ema * state.rates[m] + (1.0 - ema) * norm_rate, state.rates[m]
+            args = (state.losses[m], state.num_losses[m], state.rates[m], losses[m])
+            one = (
+                estimate
+                if jnp.ndim(state.rates[m]) == 0
+                else jax.vmap(estimate, (0,) * 4 + (None,))
             )
-            scales[m] = jnp.clip(1.0 / rates[m], min_scale, max_scale)
-        updates = _tree.map_with_model(lambda m, u: (u * scales[m]).astype(u.dtype), updates)
+            buffers[m], nums[m], rates[m], scales[m] = one(*args, due)
+        updates = _tree.scale_models(updates, scales)
         return updates, ConvergenceState(count, buffers, nums, rates, scales)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def check_losses(losses: Any, models: Mapping[str, Any]) -> dict[str, jax.Array]:
-    """Validates ``losses={model: scalar}`` and returns float32 scalars."""
+    """Validates ``losses={model: scalar}`` and returns float32 arrays.
+
+    ``models`` maps each model to an array of its per-model shape: ``()``, or
+    ``(k,)`` for a cohort, whose loss must then be ``(k,)``.
+    """
     if losses is None:
         raise ValueError(
             "the convergence estimator needs the per-model losses: call "
@@ -157,9 +170,10 @@ def check_losses(losses: Any, models: Mapping[str, Any]) -> dict[str, jax.Array]
     if missing:
         raise ValueError(f"losses is missing models {missing}; got {sorted(losses)}")
     out = {}
-    for m in models:
+    for m, like in models.items():
         value = jnp.asarray(losses[m], jnp.float32)
-        if value.ndim != 0:
-            raise ValueError(f"loss of {m!r} must be a scalar, got shape {value.shape}")
+        if value.shape != jnp.shape(like):
+            what = "a scalar" if jnp.ndim(like) == 0 else f"one per member, shape {jnp.shape(like)}"
+            raise ValueError(f"loss of {m!r} must be {what}, got shape {value.shape}")
         out[m] = value
     return out

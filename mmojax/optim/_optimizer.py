@@ -124,6 +124,12 @@ def multi_model_optimizer(
     5. parameter synchronisation (:func:`sync_parameters`, ``beta`` every
        ``sync_every`` updates), which wraps stages 1-4;
 
+    A model of the tree may be a :class:`Cohort` of ``k`` stacked members:
+    every stage treats each member as a model of its own (``n`` counts it,
+    its weight is the cohort's number or its entry of ``k`` numbers, its
+    losses, clip norm, learning rate and convergence rate are its own), with
+    the parameters ``k`` separately held models would get.
+
     all wrapped by :func:`accumulate_gradients` when
     ``gradient_accumulation_steps > 1`` (the estimator then sees the mean loss
     of the accumulated micro-batches). Counts (warmup, sync, estimator) are in
@@ -146,7 +152,8 @@ def multi_model_optimizer(
         ``warmup_steps``/``total_steps``/``min_lr_ratio`` are not used).
       b1, b2, eps: Adam hyperparameters.
       weight_decay: decoupled weight decay (0 disables).
-      model_weights: ``{model_name: weight}``, default equal.
+      model_weights: ``{model_name: weight}``, default equal; a cohort takes
+        one weight or a sequence of ``k``.
       alpha: gradient-sharing coefficient (0 disables).
       beta: synchronisation coefficient (0 disables).
       sync_every: synchronisation period in updates (0 disables).
@@ -187,6 +194,18 @@ def multi_model_optimizer(
       >>> params = optax.apply_updates(params, updates)
       >>> {m: round(float(r), 4) for m, r in learning_rates(state).items()}
       {'a': 0.01, 'b': 0.01}
+
+      A cohort of same-architecture models, stacked on a leading axis, is
+      ``k`` models to the optimizer (see :class:`Cohort`):
+
+      >>> import mmojax
+      >>> params = {"a": mmojax.stack_models([{"mlp": jnp.ones(3)}] * 2), "b": {"mlp": jnp.ones(3)}}
+      >>> state = tx.init(params)
+      >>> grads = jax.tree.map(jnp.ones_like, params)
+      >>> losses = {"a": jnp.array([1.0, 1.5]), "b": 2.0}
+      >>> updates, state = tx.update(grads, state, params, losses=losses)
+      >>> learning_rates(state)["a"].shape
+      (2,)
     """
     _weights.check_unit_interval("alpha", alpha)
     _weights.check_unit_interval("beta", beta)
@@ -260,7 +279,9 @@ def learning_rates(opt_state: Any) -> dict[str, jax.Array]:
     """``{model_name: lr}`` of the latest update (before any: of the first).
 
     The rate is the schedule x weight factor x ``f_conv`` (when the state has a
-    convergence estimator), i.e. what multiplied the Adam direction.
+    convergence estimator), i.e. what multiplied the Adam direction. A
+    :class:`Cohort`'s entry is a ``(k,)`` array, member ``i`` at index ``i``
+    (:func:`per_member` names them ``name/i``).
 
     Raises:
       ValueError: if ``opt_state`` has no per-model learning-rate state.
@@ -276,7 +297,7 @@ def learning_rates(opt_state: Any) -> dict[str, jax.Array]:
 
 
 def convergence_rates(opt_state: Any) -> dict[str, jax.Array]:
-    """``{model_name: r_i}``, the convergence rates of Algorithm 3.
+    """``{model_name: r_i}``, the convergence rates of Algorithm 3 (a cohort's: ``(k,)``).
 
     Raises:
       ValueError: if ``opt_state`` has no convergence estimator (``adaptive=False``).

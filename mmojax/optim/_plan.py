@@ -22,6 +22,12 @@ Under both role groupings, leaves that match no alignment rule fall back to
 floating point (integer counters, boolean masks) never share: gradient
 sharing and sync leave them untouched.
 
+A model may be a :class:`~mmojax.optim._cohort.Cohort` of ``k`` stacked
+members: each member is a model of its own, named ``name/i``, and every
+stacked leaf gives ``k`` members (slot ``i`` of axis 0, then the view). The
+groups, their member order and the pooling are those of ``k`` separately held
+models named ``name/0`` ... ``name/{k-1}``.
+
 A plan is built once per tree structure, leaf shapes and dtypes, labels,
 grouping and rules (:func:`cached_plan`), not on every init and trace.
 """
@@ -36,7 +42,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mmojax.optim import _align, _classify, _tree, _views, _weights
+from mmojax.optim import _align, _classify, _cohort, _tree, _views, _weights
 from mmojax.optim._views import IndexMap
 
 GROUPINGS = ("type_shape", "role", "role_depth")
@@ -55,11 +61,13 @@ class Member:
     """One leaf, or one view of a leaf, taking part in a group.
 
     Attributes:
-      model: the model's name.
+      model: the model's name (``name/i`` for member ``i`` of a cohort).
       path: the leaf's path inside the model.
       index: position of the leaf in the flattened multi-model tree.
       view: the index map of the view (``None``: the whole leaf as stored).
       layer: the view's layer index (``None``: none, or type_shape grouping).
+      slot: for a cohort's member, its index on the leaf's leading model axis
+        (``None``: a plain model's leaf).
     """
 
     model: str
@@ -67,15 +75,24 @@ class Member:
     index: int
     view: IndexMap | None = None
     layer: int | None = None
+    slot: int | None = None
 
     @property
     def name(self) -> str:
         """``model/path`` and the view: ``gpt2/transformer/h/0/attn/c_attn/kernel[q].T``."""
         return f"{self.model}/{self.path}{'' if self.view is None else self.view}"
 
+    def own(self, leaf: Any) -> Any:
+        """This member's model's part of ``leaf``: ``leaf[slot]`` in a cohort, else ``leaf``."""
+        return leaf if self.slot is None else leaf[self.slot]
+
     def take(self, leaf: Any) -> Any:
         """This member's view of ``leaf`` (the flattened tree's leaf ``index``)."""
-        return _views.gather(leaf, self.view)
+        return _views.gather(self.own(leaf), self.view)
+
+    def block(self, leaf: Any) -> Any:
+        """The stored-orientation block of ``leaf`` this member reads (:meth:`IndexMap.block`)."""
+        return _views.block(self.own(leaf), self.view)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,15 +176,19 @@ class SharingPlan:
     """Which leaves (or views of leaves) of a multi-model tree share with which.
 
     Attributes:
-      models: model names, in tree order.
+      models: model names, in tree order, each member of a cohort as a model
+        of its own (``bert/0``, ``bert/1``, ..., ``gpt2``).
       groups: every key, in order of first appearance, with its members.
-      model_sizes: total parameter count per model.
+      model_sizes: total parameter count per model (per cohort member).
       num_leaves: number of leaves in the flattened tree.
       grouping: the grouping strategy (one of :data:`GROUPINGS`).
       unmatched: under role groupings, ``model/path`` of the leaves no
         alignment rule matched (grouped by ``(type, shape)`` among themselves).
       unpaired: under ``"role_depth"``, the views of layers that no slot of
         the depth grid picked (they share nothing).
+      roots: the tree's own model names, a cohort once (``bert``, ``gpt2``);
+        empty means ``models``.
+      cohorts: ``{name: k}`` for the models that are cohorts.
     """
 
     models: tuple[str, ...]
@@ -177,6 +198,12 @@ class SharingPlan:
     grouping: str = "type_shape"
     unmatched: tuple[str, ...] = ()
     unpaired: tuple[str, ...] = ()
+    roots: tuple[str, ...] = ()
+    cohorts: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def weights(self, model_weights: Any) -> dict[str, Any]:
+        """``{member model: normalised weight}`` (see :func:`_weights.normalized_weights`)."""
+        return _weights.normalized_weights(model_weights, self.roots or self.models, self.cohorts)
 
     @property
     def shared_groups(self) -> tuple[Group, ...]:
@@ -278,12 +305,41 @@ def depth_pairing(num_layers: int, *, grid: int) -> dict[int, int]:
     return pairs
 
 
+def _expanded(leaves, items, index_of):
+    """``(model, slot, item)`` for each member of each item, in the order of separate models.
+
+    A plain model's items come as they are; a cohort's come member by member
+    (all of member 0's, then member 1's...), exactly the order of ``k``
+    separately held models ``name/0`` ... ``name/{k-1}`` in a flattened tree.
+    """
+    out, run = [], []
+
+    def flush():
+        if not run:
+            return
+        leaf = leaves[index_of(run[0])]
+        if leaf.slots is None:
+            out.extend((leaf.model, None, item) for item in run)
+        else:
+            for slot in range(leaf.slots):
+                name = _cohort.member_name(leaf.model, slot)
+                out.extend((name, slot, item) for item in run)
+        run.clear()
+
+    for item in items:
+        if run and leaves[index_of(run[0])].model != leaves[index_of(item)].model:
+            flush()
+        run.append(item)
+    flush()
+    return out
+
+
 def _type_shape_groups(leaves, flat_labels, indices) -> list[Group]:
     by_key: dict[Any, list[Member]] = {}
-    for index in indices:
+    for model, slot, index in _expanded(leaves, indices, lambda i: i):
         leaf = leaves[index]
         by_key.setdefault((flat_labels[index], leaf.shape), []).append(
-            Member(leaf.model, leaf.path, index)
+            Member(model, leaf.path, index, slot=slot)
         )
     return [
         Group(key=label, shape=shape, members=tuple(members))
@@ -291,16 +347,20 @@ def _type_shape_groups(leaves, flat_labels, indices) -> list[Group]:
     ]
 
 
-def _view_groups(views, by_depth: bool) -> tuple[list[Group], list[str]]:
+def _view_groups(leaves, views, by_depth: bool) -> tuple[list[Group], list[str]]:
+    views = [
+        (slot, dataclasses.replace(v, model=model))
+        for model, slot, v in _expanded(leaves, views, lambda v: v.index)
+    ]
     grids: dict[tuple, int] = {}
     if by_depth:
-        for v in views:
+        for _, v in views:
             if v.layer is not None:
                 k = (v.role, v.kind, v.shape)
                 grids[k] = min(grids.get(k, v.num_layers), v.num_layers)
     by_key: dict[ViewKey, list[Member]] = {}
     unpaired = []
-    for v in views:
+    for cohort_slot, v in views:
         depth = None
         if by_depth and v.layer is not None:
             grid = grids[(v.role, v.kind, v.shape)]
@@ -311,7 +371,7 @@ def _view_groups(views, by_depth: bool) -> tuple[list[Group], list[str]]:
             depth = (slot, grid)
         view = None if v.index_map.is_identity else v.index_map
         by_key.setdefault(ViewKey(v.role, v.kind, v.shape, depth), []).append(
-            Member(v.model, v.path, v.index, view, v.layer)
+            Member(v.model, v.path, v.index, view, v.layer, cohort_slot)
         )
     groups = [
         Group(key=k, shape=k.shape, members=tuple(ms), within_model=False)
@@ -347,19 +407,23 @@ def make_plan(
 ) -> SharingPlan:
     """Builds a plan (uncached); :func:`cached_plan` is what the transformations use."""
     check_grouping(grouping)
-    models = _tree.check_multi_model_tree(params)
+    roots = _tree.check_multi_model_tree(params)
+    cohorts = _cohort.cohort_sizes(params)
+    models = _tree.member_names(params)
     leaves, _ = _tree.flatten_leaves(params)
     flat_labels = _classify.resolve_labels(params, labels)
     sizes = dict.fromkeys(models, 0)
     for leaf in leaves:
-        sizes[leaf.model] += leaf.size
+        for slot in range(leaf.slots or 1):
+            name = leaf.model if leaf.slots is None else _cohort.member_name(leaf.model, slot)
+            sizes[name] += leaf.size
     floating = {i for i, leaf in enumerate(leaves) if _is_float(leaf.dtype)}
     if grouping == "type_shape":
         groups = _type_shape_groups(leaves, flat_labels, sorted(floating))
-        return SharingPlan(models, tuple(groups), sizes, len(leaves))
+        return SharingPlan(models, tuple(groups), sizes, len(leaves), roots=roots, cohorts=cohorts)
     alignment = _align.align_parameters(params, rules=align_rules)
     views = [v for v in alignment.views if v.index in floating]
-    groups, unpaired = _view_groups(views, by_depth=grouping == "role_depth")
+    groups, unpaired = _view_groups(leaves, views, by_depth=grouping == "role_depth")
     groups += _type_shape_groups(
         leaves, flat_labels, [i for i in alignment.unmatched_indices if i in floating]
     )
@@ -372,7 +436,15 @@ def make_plan(
             _some(alignment.unmatched),
         )
     return SharingPlan(
-        models, tuple(groups), sizes, len(leaves), grouping, alignment.unmatched, tuple(unpaired)
+        models,
+        tuple(groups),
+        sizes,
+        len(leaves),
+        grouping,
+        alignment.unmatched,
+        tuple(unpaired),
+        roots,
+        cohorts,
     )
 
 
@@ -396,8 +468,13 @@ def sharing_plan(
     Under the role groupings, leaves no rule matches are grouped by
     ``(label, shape)`` among themselves and a warning names them.
 
+    A :class:`Cohort` of ``k`` stacked members counts as ``k`` models
+    ``name/0`` ... ``name/{k-1}``, each member pooling as a separately held
+    model would.
+
     Args:
-      params: ``{model_name: params_pytree}`` of arrays or ``ShapeDtypeStruct``.
+      params: ``{model_name: params_pytree}`` of arrays or ``ShapeDtypeStruct``
+        (a model may be a :class:`Cohort`).
       labels: ``None`` for :func:`classify_parameters`, a label tree with the
         structure of ``params``, or a callable ``params -> label tree``.
       grouping: ``"type_shape"``, ``"role"`` or ``"role_depth"``.
@@ -507,5 +584,5 @@ def validate_at_init(params, model_weights, labels, grouping, align_rules) -> No
     unmatched leaves once, here rather than on every update).
     """
     models = _tree.check_multi_model_tree(params)
-    _weights.normalized_weights(model_weights, models)
+    _weights.normalized_weights(model_weights, models, _cohort.cohort_sizes(params))
     cached_plan(params, labels, grouping, align_rules)

@@ -117,7 +117,7 @@ def mix_groups(
     Args:
       flat: the flattened multi-model leaves (not modified).
       plan: the static plan whose ``shared_groups`` are mixed.
-      weights: normalised model weights.
+      weights: normalised model weights (per member of a cohort).
       coef: the mixing coefficient ``c``.
       reduction: ``"mean"`` or ``"sum"``.
 
@@ -134,11 +134,13 @@ def mix_groups(
             pool = member_pool(buffers, recipe, p, x, ws[p], reduction)
             # Mixed in the member's stored orientation: the pool is transposed
             # (once per member), the member itself only sliced.
-            block = _views.block(flat[member.index], member.view)
+            block = member.block(flat[member.index])
             pool = _views.ungather(pool, member.view)
             mixed = (1.0 - coef) * block.astype(pool.dtype) + coef * pool
-            parts.setdefault(member.index, []).append((member.view, mixed.astype(block.dtype)))
+            parts.setdefault(member.index, []).append(
+                (member.slot, member.view, mixed.astype(block.dtype))
+            )
     out = list(flat)
     for index, leaf_parts in parts.items():
-        out[index] = _views.scatter(flat[index], leaf_parts)
+        out[index] = _views.scatter_slots(flat[index], leaf_parts)
     return out

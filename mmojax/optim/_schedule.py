@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mmojax.optim import _tree, _weights
+from mmojax.optim import _cohort, _tree, _weights
 
 
 def warmup_cosine_schedule(
@@ -75,7 +75,8 @@ class ModelLearningRateState(NamedTuple):
     Attributes:
       count: updates seen so far (int32).
       learning_rates: ``{model: float32}`` the rate (schedule x weight factor)
-        of the latest update, or of the first one before any update.
+        of the latest update, or of the first one before any update; a
+        cohort's is ``(k,)``.
     """
 
     count: jax.Array
@@ -94,6 +95,9 @@ def scale_by_model_learning_rate(
     are equal (the base rate is unchanged) and, for the paper's weights
     bert 1.0 / gpt2 0.8 / roberta 1.2, exactly those numbers.
 
+    A :class:`Cohort` of ``k`` members counts as ``k`` models in :math:`n`
+    and its rates are a ``(k,)`` array (one weight, or one per member).
+
     Args:
       learning_rate: a float, a scalar array (traced ones too) or an ``optax``
         schedule of the update count.
@@ -108,23 +112,27 @@ def scale_by_model_learning_rate(
         _weights.concrete_scalar("learning_rate", learning_rate)
     schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
 
-    def factors(models):
-        weights = _weights.normalized_weights(model_weights, models)
-        return {m: len(models) * weights[m] for m in models}
+    def factors(models, cohorts):
+        weights = _weights.normalized_weights(model_weights, models, cohorts)
+        n = len(weights)  # every member of a cohort is a model
+        if not cohorts:
+            return {m: n * w for m, w in weights.items()}
+        return {m: n * w for m, w in _weights.per_model(weights, cohorts).items()}
 
-    def rates(count, models):
+    def rates(count, models, cohorts):
         base = jnp.asarray(schedule(count), jnp.float32)
-        return {m: base * f for m, f in factors(models).items()}
+        return {m: base * f for m, f in factors(models, cohorts).items()}
 
     def init_fn(params):
         models = _tree.check_multi_model_tree(params)
         count = jnp.zeros([], jnp.int32)
-        return ModelLearningRateState(count, rates(count, models))
+        return ModelLearningRateState(count, rates(count, models, _cohort.cohort_sizes(params)))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        lrs = rates(state.count, tuple(state.learning_rates))
-        updates = _tree.map_with_model(lambda m, u: (-lrs[m] * u).astype(u.dtype), updates)
+        cohorts = {m: r.shape[0] for m, r in state.learning_rates.items() if jnp.ndim(r) == 1}
+        lrs = rates(state.count, tuple(state.learning_rates), cohorts)
+        updates = _tree.scale_models(updates, {m: -lr for m, lr in lrs.items()})
         return updates, ModelLearningRateState(optax.safe_increment(state.count), lrs)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -49,7 +49,9 @@ def share_gradients(
     members in a single model are left untouched, so one model alone is an
     identity.
 
-    Leaves that are not floating point never pool.
+    Leaves that are not floating point never pool. Each member of a
+    :class:`Cohort` pools as a separately held model would (its weight: the
+    cohort's number, or its entry of the cohort's ``k`` numbers).
 
     Args:
       alpha: mixing coefficient in [0, 1] (the paper: 0.2); a float or a scalar
@@ -100,7 +102,7 @@ def share_gradients(
         plan = _plan.cached_plan(updates, labels, grouping, align_rules)
         if not plan.shared_groups:
             return updates, state
-        weights = _weights.normalized_weights(model_weights, plan.models)
+        weights = plan.weights(model_weights)
         flat, treedef = jax.tree_util.tree_flatten(updates)
         flat = _pool.mix_groups(flat, plan, weights, alpha, reduction)
         return jax.tree_util.tree_unflatten(treedef, flat), state

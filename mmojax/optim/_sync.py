@@ -103,7 +103,9 @@ def sync_parameters(
     canonical views of leaves (see :func:`sharing_plan`), the average of
     :math:`p` runs over :math:`p` itself and the other models' members, and
     the move is computed on the views and scattered back into the leaves
-    exactly. Leaves that are not floating point never move.
+    exactly. Leaves that are not floating point never move. Each member of
+    a :class:`Cohort` is averaged and moved as a separately held model would
+    be.
 
     See the module docstring for why off-sync updates cost ``inner`` plus one
     read of the pool sums in a donated train step, and stay so under
@@ -161,7 +163,7 @@ def sync_parameters(
         if disabled or not plan.shared_groups:
             out, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
             return out, SyncState(count, state.pools, inner_state)
-        weights = _weights.normalized_weights(model_weights, plan.models)
+        weights = plan.weights(model_weights)
         period = jnp.asarray(sync_every, jnp.int32)
         is_sync = jnp.logical_and(period > 0, count % jnp.maximum(period, 1) == 0)
 
@@ -203,7 +205,7 @@ def _member_dtype(params_flat, group) -> Any:
 
 def _zero_pools(params, plan, model_weights):
     flat = jax.tree_util.tree_leaves(params)
-    weights = _weights.normalized_weights(model_weights, plan.models)
+    weights = plan.weights(model_weights)
     out = []
     for group in plan.shared_groups:
         recipe = _pool.pool_recipe(group, weights)
@@ -236,12 +238,13 @@ def _move(updates, params, plan, weights, beta, pools, is_sync):
             moved_view = m.take(flat_p[m.index]) + m.take(flat_u[m.index])
             avg = _pool.member_pool(sums, recipe, i, moved_view, weights[m.model])
             avg = _views.ungather(avg, m.view)  # to the stored orientation
-            u = _views.block(flat_u[m.index], m.view)
-            p = _views.block(flat_p[m.index], m.view)
+            u = m.block(flat_u[m.index])
+            p = m.block(flat_p[m.index])
             moved = p.astype(avg.dtype) + u.astype(avg.dtype)
             new_u = (u.astype(avg.dtype) + beta * (avg - moved)).astype(u.dtype)
-            parts.setdefault(m.index, []).append((m.view, new_u))
+            parts.setdefault(m.index, []).append((m.slot, m.view, new_u))
     out = list(flat_u)
     for index, leaf_parts in parts.items():
-        out[index] = jnp.where(is_sync, _views.scatter(flat_u[index], leaf_parts), flat_u[index])
+        moved_leaf = _views.scatter_slots(flat_u[index], leaf_parts)
+        out[index] = jnp.where(is_sync, moved_leaf, flat_u[index])
     return jax.tree_util.tree_unflatten(treedef, out)

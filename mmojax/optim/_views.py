@@ -7,6 +7,8 @@ Every element of the view is one element of the leaf, so writing a view back
 (:func:`scatter`) is exact: elements outside every written view keep their
 value bit for bit. The maps are static Python values built outside ``jit``;
 inside, they are plain slices, transposes and one concatenation per leaf.
+A leaf of a cohort (``k`` models stacked on axis 0) is viewed member by
+member: slot ``i`` of axis 0, then the map (:func:`scatter_slots`).
 """
 
 from __future__ import annotations
@@ -135,3 +137,27 @@ def scatter(x: Any, parts: Sequence[tuple[IndexMap | None, Any]]) -> jax.Array:
     if pos < x.shape[axis]:
         pieces.append(jax.lax.slice_in_dim(x, pos, x.shape[axis], axis=axis))
     return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=axis)
+
+
+def scatter_slots(x: Any, parts: Sequence[tuple[int | None, IndexMap | None, Any]]) -> jax.Array:
+    """:func:`scatter` for a leaf that may hold a cohort's members on its axis 0.
+
+    Args:
+      x: the stored leaf (``(k, ...)`` when the parts name slots).
+      parts: ``(slot, view, block)`` triples; ``slot`` is ``None`` for a plain
+        leaf (then every part's is), else the member's index on axis 0.
+
+    Returns:
+      The leaf with the blocks written; a cohort's members without parts keep
+      their values.
+    """
+    if all(slot is None for slot, _, _ in parts):
+        return scatter(x, [(view, value) for _, view, value in parts])
+    by_slot: dict[int, list] = {}
+    for slot, view, value in parts:
+        by_slot.setdefault(slot, []).append((view, value))
+    members = [
+        scatter(x[i], by_slot[i]) if i in by_slot else x[i].astype(x.dtype)
+        for i in range(x.shape[0])
+    ]
+    return jnp.stack(members)
