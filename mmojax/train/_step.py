@@ -1,4 +1,11 @@
-"""The jitted multi-model train and eval steps over one training-state pytree."""
+"""The jitted multi-model train and eval steps over one training-state pytree.
+
+A model of ``state.params`` may be a :class:`mmojax.Cohort`: ``k`` models of
+one architecture stacked on a leading axis, run by one ``jax.vmap`` of its
+``ModelFns`` (one forward and backward for the ``k`` members, each with its
+own dropout stream). Its per-model values (losses, metrics, non-finite
+counters, learning and convergence rates) are ``(k,)`` arrays.
+"""
 
 from __future__ import annotations
 
@@ -36,13 +43,14 @@ class TrainState(NamedTuple):
     """The whole training state, one pytree (checkpointed as is).
 
     Attributes:
-      params: ``{model_name: params}``.
+      params: ``{model_name: params}`` (a model may be a :class:`mmojax.Cohort`).
       opt_state: the optimizer state.
       step: micro-batches consumed (int32).
       rng: raw PRNG key data (uint32), split every step for dropout.
       nonfinite: ``{model: int32}`` consecutive steps with a non-finite loss or
-        gradient (reset by a finite step).
-      skipped: ``{model: int32}`` total skipped (non-finite) steps.
+        gradient (reset by a finite step); ``(k,)`` for a cohort.
+      skipped: ``{model: int32}`` total skipped (non-finite) steps; ``(k,)``
+        for a cohort.
     """
 
     params: dict[str, Any]
@@ -58,7 +66,10 @@ def init_train_state(
 ) -> TrainState:
     """Builds the initial :class:`TrainState` (optimizer state from ``tx.init``)."""
     params = dict(params)
-    zeros = {m: jnp.zeros([], jnp.int32) for m in params}
+    zeros = {
+        m: jnp.zeros([p.size] if isinstance(p, mmojax.Cohort) else [], jnp.int32)
+        for m, p in params.items()
+    }
     state = TrainState(
         params=params,
         opt_state=tx.init(params),
@@ -75,6 +86,32 @@ def init_train_state(
 def _all_finite(tree: Any) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _members_finite(cohort: Any) -> jax.Array:
+    """Per member of a cohort, whether all its leaves are finite: ``(k,)``."""
+    leaves = [
+        jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in jax.tree.leaves(cohort)
+    ]
+    return jnp.all(jnp.stack(leaves), axis=0)
+
+
+def _along(value: jax.Array, leaf: jax.Array) -> jax.Array:
+    """A per-model value against a leaf: a cohort's ``(k,)`` broadcast along axis 0."""
+    return jnp.reshape(value, jnp.shape(value) + (1,) * (leaf.ndim - jnp.ndim(value)))
+
+
+def _member_keys(step_rng: jax.Array, name: str, k: int | None) -> jax.Array:
+    """Dropout keys: one per model, or a cohort's ``k``, each from its (member) name.
+
+    Member ``i`` of cohort ``name`` gets the key a model named ``name/i``
+    gets, so a cohort trains exactly as its members held separately.
+    """
+    if k is None:
+        return jax.random.fold_in(step_rng, zlib.crc32(name.encode()))
+    return jnp.stack(
+        [jax.random.fold_in(step_rng, zlib.crc32(f"{name}/{i}".encode())) for i in range(k)]
+    )
 
 
 def _optimizer_metrics(opt_state: Any, names: tuple[str, ...]) -> dict[str, dict[str, jax.Array]]:
@@ -159,6 +196,14 @@ def make_train_step(
     whole multi-model tree with ``losses={model: loss}``; then
     ``optax.apply_updates``.
 
+    A model whose ``state.params`` entry is a :class:`mmojax.Cohort` of
+    ``k`` stacked members runs as ``jax.vmap`` of its ``ModelFns`` over the
+    model axis, all members on the model's view of the batch, member ``i``
+    with the dropout key of a model named ``name/i``; its loss, gradient and
+    metrics come back stacked (``metrics[name]["loss"]`` is ``(k,)``), and
+    the step gives the parameters the ``k`` members would get as separate
+    models ``name/0`` ... ``name/{k-1}`` (tested).
+
     A model whose loss or gradient is not finite is *skipped* for the step:
     its gradient enters the optimizer as zeros, its loss as NaN (the
     convergence estimator ignores it) and its parameters are kept as they
@@ -172,10 +217,11 @@ def make_train_step(
         model ``name``'s loss, where ``outputs`` holds every model's outputs
         with the *other* models' under ``stop_gradient`` (function-space
         coupling such as mutual learning or distillation; see
-        :mod:`mmojax.train._coupling`).
+        :mod:`mmojax.train._coupling`). Not with cohorts.
       gradient_cosines: also report, for every pair of models, the cosine
         similarity of their gradients on the keys they share
-        (``metrics[a]["gcos/" + b]``), the paper's "gradient flow".
+        (``metrics[a]["gcos/" + b]``), the paper's "gradient flow". Not
+        with cohorts.
       donate: donate the input state's buffers (the caller must not reuse it).
       jit: return the jitted function (``False`` for composing into your own).
 
@@ -189,23 +235,34 @@ def make_train_step(
         raise ValueError("make_train_step needs at least one model")
 
     def train_step(state: TrainState, batch):
+        cohorts = {n: p.size for n, p in state.params.items() if isinstance(p, mmojax.Cohort)}
+        if cohorts and (extra_loss is not None or gradient_cosines):
+            raise ValueError(
+                "extra_loss and gradient_cosines do not support cohorts yet "
+                f"(cohorts: {sorted(cohorts)})"
+            )
         rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
         # Each model's dropout stream depends only on its name, not on which
         # other models train beside it, so a model trained alone and in a joint
         # run (without sharing) sees the same randomness: comparisons are paired.
-        model_rngs = [jax.random.fold_in(step_rng, zlib.crc32(n.encode())) for n in names]
+        model_rngs = [_member_keys(step_rng, n, cohorts.get(n)) for n in names]
         if extra_loss is None:
             values, grads = {}, {}
             for name, model_rng in zip(names, model_rngs):
                 fns, view = models[name], model_batch(batch, name)
 
-                def loss_of(params, fns=fns, model_rng=model_rng, view=view):
+                def loss_of(params, model_rng, fns=fns, view=view):
                     outputs = fns.apply_fn(params, view, train=True, rng=model_rng)
                     return fns.loss_fn(outputs, view)
 
-                values[name], grads[name] = jax.value_and_grad(loss_of, has_aux=True)(
-                    state.params[name]
-                )
+                value_and_grad = jax.value_and_grad(loss_of, has_aux=True)
+                if name in cohorts:  # one vmapped forward and backward for the k members
+                    values[name], grad = jax.vmap(value_and_grad)(
+                        state.params[name].params, model_rng
+                    )
+                    grads[name] = mmojax.Cohort(grad)
+                else:
+                    values[name], grads[name] = value_and_grad(state.params[name], model_rng)
         else:
             values, grads = _coupled_grads(
                 models, extra_loss, state.params, batch, dict(zip(names, model_rngs))
@@ -213,11 +270,23 @@ def make_train_step(
         losses, finite, metrics = {}, {}, {}
         for name in names:
             (loss, aux), grad = values[name], grads[name]
-            ok = jnp.logical_and(jnp.isfinite(loss), _all_finite(grad))
+            if name in cohorts:
+                ok = jnp.logical_and(jnp.isfinite(loss), _members_finite(grad))
+                norm = jnp.sqrt(
+                    sum(
+                        jnp.sum(jnp.square(g), axis=tuple(range(1, g.ndim)))
+                        for g in jax.tree.leaves(grad)
+                    )
+                )
+            else:
+                ok = jnp.logical_and(jnp.isfinite(loss), _all_finite(grad))
+                norm = optax.tree.norm(grad)
             finite[name] = ok
-            grads[name] = jax.tree.map(lambda g, ok=ok: jnp.where(ok, g, jnp.zeros_like(g)), grad)
+            grads[name] = jax.tree.map(
+                lambda g, ok=ok: jnp.where(_along(ok, g), g, jnp.zeros_like(g)), grad
+            )
             losses[name] = jnp.where(ok, loss, jnp.nan)
-            metrics[name] = {**aux, "loss": loss, "grad_norm": optax.tree.norm(grad), "finite": ok}
+            metrics[name] = {**aux, "loss": loss, "grad_norm": norm, "finite": ok}
         if gradient_cosines:
             for a, b, cos in _gradient_cosines(grads):
                 metrics[a][f"gcos/{b}"] = cos
@@ -226,7 +295,9 @@ def make_train_step(
         stepped = optax.apply_updates(state.params, updates)
         params = {
             m: jax.tree.map(
-                lambda new, old, ok=finite[m]: jnp.where(ok, new, old), stepped[m], state.params[m]
+                lambda new, old, ok=finite[m]: jnp.where(_along(ok, new), new, old),
+                stepped[m],
+                state.params[m],
             )
             for m in names
         }
@@ -257,7 +328,8 @@ def make_eval_step(
 
     Runs every model in eval mode (no dropout) in one program; ``outputs_fn``
     reduces a model's raw outputs to what the host-side evaluator needs (e.g.
-    per-example predictions and losses).
+    per-example predictions and losses). A :class:`mmojax.Cohort` runs
+    vmapped, its outputs stacked on a leading member axis.
     """
     names = tuple(models)
 
@@ -265,8 +337,14 @@ def make_eval_step(
         out = {}
         for name in names:
             view = model_batch(batch, name)
-            outputs = models[name].apply_fn(params[name], view, train=False, rng=None)
-            out[name] = outputs_fn(outputs, view)
+
+            def run(p, fns=models[name], view=view):
+                return outputs_fn(fns.apply_fn(p, view, train=False, rng=None), view)
+
+            if isinstance(params[name], mmojax.Cohort):
+                out[name] = jax.vmap(run)(params[name].params)
+            else:
+                out[name] = run(params[name])
         return out
 
     return jax.jit(eval_step) if jit else eval_step
