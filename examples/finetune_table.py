@@ -34,6 +34,10 @@ def wall_time(run_dir: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def acc(run_dir: str, model: str) -> float:
+    return final_eval(run_dir)[model]["accuracy"]
+
+
 def runs(root: str, method: str) -> dict[int, str]:
     out = {}
     for path in glob.glob(os.path.join(root, f"{method}-seed*")):
@@ -78,6 +82,19 @@ def main(root: str) -> str:
             f"{_stats.fmt_summary(_stats.summary(b))} | "
             f"{_stats.fmt_diff(diff)} ({_READING[_stats.verdict(diff)]}) |"
         )
+    lines.append("")
+    lines.append(
+        "Per seed, mmo-role-depth - independent in points (seeds "
+        + ", ".join(map(str, seeds))
+        + "): "
+        + "; ".join(
+            label
+            + " "
+            + ", ".join(f"{100 * (acc(joint[s], m) - acc(ind[s], m)):+.1f}" for s in seeds)
+            for m, label in (("bert", "MiniLM"), ("gpt2", "GPT-2"), ("roberta", "RoBERTa"))
+        )
+        + "."
+    )
     times = {
         name: [wall_time(d) for d in group.values()]
         for name, group in (("independent", ind), ("mmo-role-depth", joint))
