@@ -34,7 +34,7 @@ def wall_time(run_dir: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def acc(run_dir: str, model: str) -> float:
+def accuracy(run_dir: str, model: str) -> float:
     return final_eval(run_dir)[model]["accuracy"]
 
 
@@ -90,7 +90,9 @@ def main(root: str) -> str:
         + "; ".join(
             label
             + " "
-            + ", ".join(f"{100 * (acc(joint[s], m) - acc(ind[s], m)):+.1f}" for s in seeds)
+            + ", ".join(
+                f"{100 * (accuracy(joint[s], m) - accuracy(ind[s], m)):+.1f}" for s in seeds
+            )
             for m, label in (("bert", "MiniLM"), ("gpt2", "GPT-2"), ("roberta", "RoBERTa"))
         )
         + "."
