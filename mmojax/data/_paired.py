@@ -108,6 +108,16 @@ def pair_splits(splits: Mapping[str, EncodedSplit]) -> EncodedSplit:
     )
 
 
+def _own_view(mapping: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The shared entries of ``mapping`` and ``name``'s own ones, under their plain keys."""
+    prefix = name + SEPARATOR
+    return {
+        (key[len(prefix) :] if key.startswith(prefix) else key): value
+        for key, value in mapping.items()
+        if SEPARATOR not in key or key.startswith(prefix)
+    }
+
+
 def is_paired(split: EncodedSplit) -> bool:
     """Whether ``split`` joins several models' encodings."""
     return isinstance(split.alignment, PairedAlignment)
@@ -119,14 +129,9 @@ def model_batch(batch: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     A batch of an unpaired split is returned as it is (every model reads it).
     Works on numpy and traced arrays alike (it only renames keys).
     """
-    prefix = name + SEPARATOR
-    if not any(key.startswith(prefix) for key in batch):
+    if not any(key.startswith(name + SEPARATOR) for key in batch):
         return batch
-    return {
-        (key[len(prefix) :] if key.startswith(prefix) else key): value
-        for key, value in batch.items()
-        if SEPARATOR not in key or key.startswith(prefix)
-    }
+    return _own_view(batch, name)
 
 
 def model_split(split: EncodedSplit, name: str) -> EncodedSplit:
@@ -137,22 +142,11 @@ def model_split(split: EncodedSplit, name: str) -> EncodedSplit:
     if name not in align.alignments:
         raise KeyError(f"the split has no encoding for {name!r}; it has {list(align.alignments)}")
     prefix = name + SEPARATOR
-    arrays = {
-        (k[len(prefix) :] if k.startswith(prefix) else k): v
-        for k, v in split.arrays.items()
-        if SEPARATOR not in k or k.startswith(prefix)
-    }
-    pads = {
-        (k[len(prefix) :] if k.startswith(prefix) else k): v
-        for k, v in split.pad_values.items()
-        if SEPARATOR not in k or k.startswith(prefix)
-    }
-    seq = tuple(k[len(prefix) :] for k in split.seq_keys if k.startswith(prefix))
     return EncodedSplit(
-        arrays=arrays,
+        arrays=_own_view(split.arrays, name),
         lengths=align.lengths[name],
-        seq_keys=seq,
-        pad_values=pads,
+        seq_keys=tuple(k[len(prefix) :] for k in split.seq_keys if k.startswith(prefix)),
+        pad_values=_own_view(split.pad_values, name),
         buckets=split.buckets,
         alignment=align.alignments[name],
     )

@@ -182,9 +182,10 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         )
     tok_path = os.path.join(workdir, "tokenizer.json")
     checkpoints = _models.resolve_checkpoints(config)
+    # A checkpoint's own tokenizer unless --tokenizers names another (see tokenizer_sources).
     own_tokenizers = {
+        **checkpoints,
         **{m: _models.resolve_checkpoint(p) for m, p in (config.tokenizers or {}).items()},
-        **{m: p for m, p in checkpoints.items() if m not in (config.tokenizers or {})},
     }
     if resume:  # the tokenizers the run saved, not whatever the paths hold now
         own_tokenizers = {m: own_tokenizer_path(workdir, m) for m in own_tokenizers}
