@@ -19,6 +19,7 @@ import optax
 
 import mmojax
 from mmojax.data import model_batch
+from mmojax.train import _mesh
 
 # apply_fn(params, batch, *, train, rng) -> outputs; loss_fn(outputs, batch) -> (loss, metrics)
 ApplyFn = Callable[..., Any]
@@ -186,6 +187,7 @@ def make_train_step(
     gradient_cosines: bool = False,
     donate: bool = True,
     jit: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, dict[str, Any]]]:
     """Returns ``train_step(state, batch) -> (state, metrics)``, one XLA program.
 
@@ -224,6 +226,12 @@ def make_train_step(
         with cohorts.
       donate: donate the input state's buffers (the caller must not reuse it).
       jit: return the jitted function (``False`` for composing into your own).
+      mesh: a ``(model, data)`` mesh (:func:`mmojax.train.make_mesh`): the
+        step is jitted with explicit ``in_shardings``/``out_shardings`` (the
+        state by :func:`~mmojax.train.state_shardings`, the batch split over
+        ``data``, metrics replicated), built once per state and batch
+        structure; place the state with :func:`~mmojax.train.shard_state`
+        and each batch with :func:`~mmojax.train.shard_batch`.
 
     Returns:
       The step function. ``metrics[model]`` holds ``loss``, the model's own
@@ -315,7 +323,35 @@ def make_train_step(
 
     if not jit:
         return train_step
-    return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+    donate_argnums = (0,) if donate else ()
+    if mesh is None:
+        return jax.jit(train_step, donate_argnums=donate_argnums)
+    return _on_mesh(train_step, mesh, donate_argnums)
+
+
+def _on_mesh(train_step, mesh, donate_argnums):
+    """``train_step`` jitted with the mesh layout's explicit shardings.
+
+    The shardings depend on which models are cohorts, so the jitted function
+    is built on the first call per (state, batch) tree structure and reused:
+    steps of one structure and shapes compile once.
+    """
+    compiled: dict[Any, Callable] = {}
+
+    def step(state, batch):
+        key = (jax.tree.structure(state), jax.tree.structure(batch))
+        if key not in compiled:
+            state_sharding = _mesh.state_shardings(state, mesh)
+            compiled[key] = jax.jit(
+                train_step,
+                in_shardings=(state_sharding, _mesh.batch_shardings(batch, mesh)),
+                out_shardings=(state_sharding, _mesh.replicated(mesh)),
+                donate_argnums=donate_argnums,
+            )
+        return compiled[key](state, batch)
+
+    step.compiled = compiled  # for tests: the jitted functions, one per structure
+    return step
 
 
 def make_eval_step(
@@ -323,13 +359,16 @@ def make_eval_step(
     outputs_fn: Callable[[Any, Mapping[str, jax.Array]], dict[str, jax.Array]],
     *,
     jit: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Callable[[Mapping[str, Any], Mapping[str, jax.Array]], dict[str, dict[str, jax.Array]]]:
     """Returns ``eval_step(params, batch) -> {model: outputs_fn(outputs, batch)}``.
 
     Runs every model in eval mode (no dropout) in one program; ``outputs_fn``
     reduces a model's raw outputs to what the host-side evaluator needs (e.g.
     per-example predictions and losses). A :class:`mmojax.Cohort` runs
-    vmapped, its outputs stacked on a leading member axis.
+    vmapped, its outputs stacked on a leading member axis. With a ``mesh``
+    the outputs come back replicated (readable on every process), the
+    parameters keep their layout and the batch is taken as it is given.
     """
     names = tuple(models)
 
@@ -347,4 +386,8 @@ def make_eval_step(
                 out[name] = run(params[name])
         return out
 
-    return jax.jit(eval_step) if jit else eval_step
+    if not jit:
+        return eval_step
+    if mesh is None:
+        return jax.jit(eval_step)
+    return jax.jit(eval_step, out_shardings=_mesh.replicated(mesh))
