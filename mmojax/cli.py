@@ -43,7 +43,21 @@ A new run refuses a --workdir that is not empty (--resume continues the run ther
 deletes it first). --resume keeps the run's saved settings; of the other flags it accepts only
 --epochs (to extend the run: the learning-rate schedule is re-planned over the new length),
 --max-steps, --eval-every, --log-every, --checkpoint-every, --keep-checkpoints,
---max-nonfinite and --no-progress, and refuses any other flag whose value differs.
+--max-nonfinite, --no-progress, --no-export, --mesh (the checkpoint is resharded) and the
+process flags, and refuses any other flag whose value differs.
+
+Cohorts: --members bert=4 trains model bert as 4 members of its architecture, stacked and run
+as one vmapped model; member i is the model bert/i in the metrics, the results, the plots and
+the export (WORKDIR/export/bert/i). Each member starts from its own seed (or, with bert=DIR in
+--models, from the same checkpoint with its own head); --model-weights bert=W weighs every
+member. Cohorts do not support --coupling or --gradient-cosines.
+
+Devices: --mesh model=M,data=D trains on M x D devices: each batch is split over D (so
+--batch-size must be a multiple of D) and the members of cohorts are spread over M (each
+cohort's members a multiple of M). On a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N
+gives N host devices. Several processes (one per host): start the same command on every host
+with --coordinator HOST:PORT (process 0's) --num-processes N --process-id I; process 0 writes
+the run's files, every process its part of the checkpoints (WORKDIR must be shared).
 
 Ctrl-C (or SIGTERM) stops after the current step and saves a checkpoint to resume from.
 """
@@ -136,6 +150,19 @@ def _sizes(text: str) -> dict[str, int]:
     return out
 
 
+def _members(text: str) -> dict[str, int]:
+    """``--members`` as ``{model: members}``."""
+    out = {}
+    for name, value in _pairs(text, "bert=4,gpt2=2").items():
+        try:
+            out[name] = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"members of {name} must be an integer, got {value!r}"
+            ) from None
+    return out
+
+
 def _model_specs(text: str) -> tuple[tuple[str, ...], dict[str, str]]:
     """``--models`` as ``(names, {name: checkpoint dir})``."""
     names, checkpoints = [], {}
@@ -209,6 +236,13 @@ def _add_train_parser(sub) -> argparse.ArgumentParser:
         default=None,
         help="sizes of the from-scratch models, overriding --preset: "
         "hidden=384,layers=6,heads=12,intermediate=1536 (any of them)",
+    )
+    g.add_argument(
+        "--members",
+        type=_members,
+        default=None,
+        help="NAME=K,...: train model NAME as a cohort of K members of its architecture "
+        "(named NAME/0 ... NAME/K-1), each with its own seed, run as one vmapped model",
     )
     g.add_argument(
         "--preset", default=d["preset"], choices=("tiny", "small", "base"), help="model sizes"
@@ -379,6 +413,24 @@ def _add_train_parser(sub) -> argparse.ArgumentParser:
         "--gradient-cosines",
         action="store_true",
         help="log the gradient cosine between every pair of models on shared keys",
+    )
+    p = t.add_argument_group("devices and processes")
+    p.add_argument(
+        "--mesh",
+        type=_optional(str),
+        default=None,
+        help="model=M,data=D: train on a device mesh, each batch split over D devices and "
+        "the members of cohorts over M (none: one device)",
+    )
+    p.add_argument(
+        "--coordinator",
+        default=None,
+        help="HOST:PORT of process 0 in a run of several processes (one per host; with "
+        "--num-processes and --process-id)",
+    )
+    p.add_argument("--num-processes", type=positive, default=None, help="processes of the run")
+    p.add_argument(
+        "--process-id", type=nonneg, default=None, help="this process, 0 .. --num-processes - 1"
     )
     c = t.add_argument_group("function-space coupling and tuning")
     c.add_argument(
@@ -571,7 +623,8 @@ def _resume_config(args: argparse.Namespace, argv: Sequence[str]):
     saved = _rundir.read_config(workdir)
     given = _fields(_given(argv))
     given.pop("workdir", None)
-    changes = {"workdir": workdir}
+    # How this process joins the run is the launch's, never the saved run's.
+    changes = {"workdir": workdir, **{f: getattr(args, f) for f in _config.PROCESS_FIELDS}}
     refused = []
     for field, value in given.items():
         if field in _config.RESUMABLE_FIELDS:
@@ -678,10 +731,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from mmojax import train as mtrain  # heavy imports after argument parsing
+    from mmojax.train import _loop
 
     workdir = args.workdir
     try:
         config = _resume_config(args, argv) if args.resume else config_from_args(args)
+        _loop.join_processes(config)  # before any JAX computation
         result = mtrain.train(config, resume=args.resume, overwrite=args.overwrite)
     except mtrain.Interrupted as stop:
         if stop.saved:

@@ -48,7 +48,14 @@ RESUMABLE_FIELDS = (
     "max_nonfinite",
     "progress",
     "export",
+    "mesh",
+    "coordinator",
+    "num_processes",
+    "process_id",
 )
+# The fields that say how this process joins a multi-process run: a property of
+# the launch, not of the run, so a resumed run takes them from its command line.
+PROCESS_FIELDS = ("coordinator", "num_processes", "process_id")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +81,27 @@ class TrainConfig:
     run trains on its training split (shared by all such models). With
     ``export``, every model is written as a Hugging Face checkpoint to
     ``workdir/export/<model>`` at the end of the run.
+
+    Cohorts: ``members={"bert": 4}`` trains model ``bert`` as a
+    :class:`mmojax.Cohort` of 4 members of its architecture, stacked and run
+    as one vmapped model; member ``i`` is a model named ``bert/i`` everywhere
+    (initialised with :func:`mmojax.models.derive_seed` of the run seed and
+    ``"bert/i"``, its own dropout stream, metrics, results and export
+    ``workdir/export/bert/i``). A checkpoint in ``checkpoints`` is loaded into
+    every member (their heads seeded per member); ``model_weights`` gives all
+    members of a cohort the cohort's weight. Cohorts do not support
+    ``coupling`` or ``gradient_cosines``. :meth:`model_names` lists the
+    models a run trains, members by their member names.
+
+    Devices: ``mesh="model=M,data=D"`` trains on a ``(model, data)`` device
+    mesh (see :mod:`mmojax.train._mesh`): every batch is split over ``D``
+    data shards (``batch_size`` must be a multiple of ``D``), and the members
+    of cohorts are spread over ``M`` model shards (``M > 1`` needs cohorts
+    whose sizes are multiples of ``M``). ``coordinator``, ``num_processes``
+    and ``process_id`` (all or none) describe a multi-process run, one process
+    per host, all with the same configuration; the caller joins it with
+    :func:`mmojax.train.initialize_distributed` before any JAX work (the CLI
+    does), and only process 0 writes the run's files.
 
     Modes: ``mmo`` (everything on; ``grouping`` defaults to ``role_depth``),
     ``mmo-type-shape``, ``mmo-role`` and ``mmo-role-depth`` (everything on
@@ -140,6 +168,11 @@ class TrainConfig:
     tokenizers: Mapping[str, str] | None = None
     model_size: Mapping[str, int] | None = None
     export: bool = True
+    members: Mapping[str, int] | None = None
+    mesh: str | None = None
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -164,6 +197,7 @@ class TrainConfig:
                 f"is {implied!r}; use mode 'mmo' with grouping {self.grouping!r}"
             )
         self._check_model_sources()
+        self._check_members()
         for name, minimum in (
             ("epochs", 1),
             ("batch_size", 1),
@@ -229,6 +263,8 @@ class TrainConfig:
             object.__setattr__(
                 self, "model_weights", {m: w for m, w in weights.items() if m in self.models}
             )
+        self._check_mesh()
+        check_processes(self.coordinator, self.num_processes, self.process_id)
         # Fail at construction, not mid-run, on bad optimizer hyperparameters.
         self.optimizer(total_updates=max(1000, self.warmup_steps + 1))
 
@@ -255,6 +291,92 @@ class TrainConfig:
             for key, value in sizes.items():
                 _check_int(f"model_size {key}", value, 1)
             object.__setattr__(self, "model_size", sizes or None)
+
+    def _check_members(self) -> None:
+        """Checks ``members`` (names of ``models``, sizes >= 1, no coupling)."""
+        if self.members is None:
+            return
+        members = {str(k): v for k, v in dict(self.members).items()}
+        extra = sorted(set(members) - set(self.models))
+        if extra:
+            raise ValueError(
+                f"members names {extra}, which are not among the models {list(self.models)}"
+            )
+        for name, k in members.items():
+            _check_int(f"members of {name}", k, 1)
+        unsupported = [
+            what
+            for what, on in (
+                (f"coupling {self.coupling!r}", self.coupling != "none"),
+                ("gradient_cosines", self.gradient_cosines),
+            )
+            if on
+        ]
+        if members and unsupported:
+            raise ValueError(
+                f"members: cohorts ({', '.join(f'{m}={k}' for m, k in members.items())}) "
+                f"do not support {' or '.join(unsupported)}; train the cohorts without it, "
+                "or the models without members"
+            )
+        object.__setattr__(self, "members", members or None)
+
+    def _check_mesh(self) -> None:
+        """Checks ``mesh`` against the batch size and the cohorts (not the devices)."""
+        if self.mesh is None:
+            return
+        from mmojax.train._mesh import DATA_AXIS, MODEL_AXIS, parse_mesh
+
+        if not isinstance(self.mesh, str):
+            raise ValueError(f"mesh must be a string like 'model=2,data=2', got {self.mesh!r}")
+        try:
+            shape = parse_mesh(self.mesh)
+        except ValueError as err:
+            raise ValueError(str(err)) from None  # starts with "mesh:"
+        m, d = shape[MODEL_AXIS], shape[DATA_AXIS]
+        text = f"model={m},data={d}"
+        if self.batch_size % d:
+            raise ValueError(
+                f"mesh {text} splits every batch over {d} data shards, so batch_size must be "
+                f"a multiple of {d}; it is {self.batch_size} (--batch-size)"
+            )
+        if m > 1:
+            members = self.members or {}
+            if not members:
+                raise ValueError(
+                    f"mesh {text}: the model axis spreads the members of cohorts over {m} "
+                    f"device groups, and this run has no cohort; give a model {m} members or "
+                    f"a multiple of {m} (--members NAME={m}), or use model=1"
+                )
+            uneven = {n: k for n, k in members.items() if k % m}
+            if uneven:
+                raise ValueError(
+                    f"mesh {text}: the model axis of size {m} must divide every cohort's "
+                    f"members, and {', '.join(f'{n} has {k}' for n, k in uneven.items())} "
+                    f"(--members)"
+                )
+        object.__setattr__(self, "mesh", text)
+
+    def mesh_shape(self) -> dict[str, int] | None:
+        """``{"model": m, "data": d}`` of ``mesh``, or ``None`` without a mesh."""
+        if self.mesh is None:
+            return None
+        from mmojax.train._mesh import parse_mesh
+
+        return parse_mesh(self.mesh)
+
+    def model_names(self) -> list[str]:
+        """Every model the run trains, in order: a model of ``models``, or each member
+        of a cohort by its member name (``bert/0`` ... ``bert/{k-1}``)."""
+        from mmojax.optim._cohort import member_name
+
+        members = self.members or {}
+        out = []
+        for name in self.models:
+            if name in members:
+                out.extend(member_name(name, i) for i in range(members[name]))
+            else:
+                out.append(name)
+        return out
 
     def tokenizer_sources(self) -> dict[str, str]:
         """``{model: tokenizer path}`` of the models that do not use the run's own tokenizer."""
@@ -330,6 +452,42 @@ class TrainConfig:
             convergence_window=self.convergence_window,
             convergence_update_every=self.convergence_update_every,
             **share,
+        )
+
+
+def check_processes(
+    coordinator: str | None, num_processes: int | None, process_id: int | None
+) -> None:
+    """Checks the multi-process fields: all three or none, ``HOST:PORT``, an id in range.
+
+    Raises:
+      ValueError: starting with the name of the field at fault.
+    """
+    given = {
+        "coordinator": coordinator,
+        "num_processes": num_processes,
+        "process_id": process_id,
+    }
+    missing = [k for k, v in given.items() if v is None]
+    if len(missing) == len(given):
+        return
+    if missing:
+        raise ValueError(
+            f"{missing[0]}: a multi-process run needs coordinator, num_processes and "
+            f"process_id together (--coordinator HOST:PORT --num-processes N --process-id I); "
+            f"missing {', '.join(missing)}"
+        )
+    host, sep, port = str(coordinator).rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(
+            f"coordinator must be HOST:PORT (process 0's address), got {coordinator!r}"
+        )
+    _check_int("num_processes", num_processes, 1)
+    _check_int("process_id", process_id, 0)
+    if process_id >= num_processes:
+        raise ValueError(
+            f"process_id must be in 0..{num_processes - 1} for {num_processes} processes, "
+            f"got {process_id}"
         )
 
 

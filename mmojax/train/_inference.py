@@ -22,9 +22,10 @@ import numpy as np
 
 from mmojax import data as mdata
 from mmojax import models as mmodels
+from mmojax.optim._cohort import member_name
 from mmojax.train import _checkpoint, _rundir, _step, _tasks
 from mmojax.train._loop import TASK_FILE, export_run, own_tokenizer_path
-from mmojax.train._models import build_run_models
+from mmojax.train._models import build_run_models, run_params
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,11 @@ def export_workdir(workdir: str, out: str | None = None) -> dict[str, str]:
 
     Args:
       workdir: a run directory (``config.json``, ``task.json``, ``checkpoints/``).
-      out: where the checkpoints go (default ``workdir/export``); one folder per model.
+      out: where the checkpoints go (default ``workdir/export``); one folder per
+        model, ``out/<model>/<i>`` for member ``i`` of a cohort.
 
     Returns:
-      ``{model: directory}``.
+      ``{model: directory}``, a cohort's members as ``bert/0`` ...
 
     Raises:
       RunDirError / FileNotFoundError: ``workdir`` holds no run, or no ``task.json``
@@ -92,7 +94,7 @@ def export_workdir(workdir: str, out: str | None = None) -> dict[str, str]:
         {m: own.get(m, tokenizer) for m in config.models},
     )
     built = build_run_models(config, task)
-    params = {m: built[m].params for m in config.models}
+    params = run_params(config, built)
     template = _step.init_train_state(params, config.optimizer(total_updates=1000), config.seed)
     ckpt = _checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
     try:
@@ -108,7 +110,10 @@ def model_directories(source: str) -> dict[str, str]:
 
     ``source`` is a run directory (its ``export/`` folder is used, exporting
     it first if the run has none), a folder of exported models, or one
-    exported model (a folder with ``config.json``).
+    exported model (a folder with ``config.json``). In a folder of exported
+    models, ``<model>/config.json`` is the model ``<model>`` and
+    ``<model>/<i>/config.json`` member ``i`` of cohort ``<model>``, named
+    ``<model>/<i>``; the members come in the order of ``i``.
     """
     source = os.path.abspath(os.path.expanduser(source))
     if not os.path.isdir(source):
@@ -123,15 +128,27 @@ def model_directories(source: str) -> dict[str, str]:
         if not os.path.isdir(export):
             export_workdir(source)
         source = export
-    dirs = {
-        name: os.path.join(source, name)
-        for name in sorted(os.listdir(source))
-        if os.path.isfile(os.path.join(source, name, "config.json"))
-    }
+    dirs = _exported(source)
     if not dirs:
         raise FileNotFoundError(
             f"{source} holds no exported model (no <model>/config.json) and is not a run directory"
         )
+    return dirs
+
+
+def _exported(folder: str) -> dict[str, str]:
+    """``{name: directory}`` of the exported models in ``folder``: ``<model>`` and,
+    for a cohort, ``<model>/<i>`` (see :func:`model_directories`)."""
+    dirs = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if os.path.isfile(os.path.join(path, "config.json")):
+            dirs[name] = path
+        elif os.path.isdir(path):
+            slots = [e for e in os.listdir(path) if e.isdigit()]
+            for slot in sorted(slots, key=int):
+                if os.path.isfile(os.path.join(path, slot, "config.json")):
+                    dirs[member_name(name, int(slot))] = os.path.join(path, slot)
     return dirs
 
 

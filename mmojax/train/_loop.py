@@ -18,6 +18,7 @@ from mmojax import models as mmodels
 from mmojax.train import (
     _checkpoint,
     _interrupt,
+    _mesh,
     _metrics,
     _models,
     _progress,
@@ -76,7 +77,7 @@ class RunResult:
         metric = _tasks.MAIN_METRIC[self.config.task]
         head = f"{'model':<18}{'params':>8}{metric:>10}{'val loss':>10}{'skipped':>9}"
         lines = [head, "-" * len(head)]
-        for m in self.config.models:
+        for m in self.config.model_names():
             f = self.final.get(m, {})
             lines.append(
                 f"{m:<18}{self.parameter_counts[m] / 1e6:>7.2f}M"
@@ -109,11 +110,19 @@ class RunResult:
         )
 
 
-def _evaluate(eval_step, params, task: _tasks.TaskData, batch_size: int, names):
-    """``({model: metrics}, {model: class probabilities or None})`` on the validation split."""
-    evaluators = {m: _tasks.Evaluator(task, m) for m in names}
+def _evaluate(
+    eval_step, params, task: _tasks.TaskData, batch_size: int, names, members, place=None
+):
+    """``({model: metrics}, {model: class probabilities or None})`` on the validation split.
+
+    ``names`` are the models trained (:meth:`TrainConfig.model_names`): a
+    cohort's stacked outputs are split among its ``members``; ``place`` puts
+    a host batch where the eval step takes it (default: as it is).
+    """
+    evaluators = {m: _tasks.Evaluator(task, _models.model_of(m)) for m in names}
     for batch in mdata.BatchIterator.for_eval(task.validation, batch_size):
-        outputs = jax.device_get(eval_step(params, batch))
+        device_batch = batch if place is None else place(batch)
+        outputs = _metrics.split_members(jax.device_get(eval_step(params, device_batch)), members)
         for m in names:
             evaluators[m].add(batch, outputs[m])
     return (
@@ -174,12 +183,15 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         completed step (a second signal raises ``KeyboardInterrupt`` at once).
     """
     started = time.perf_counter()
+    join_processes(config)
     workdir = os.path.abspath(config.workdir)
     _rundir.check(workdir, resume=resume, overwrite=overwrite)
     if resume:
         _rundir.resumed_config(
             _rundir.read_config(workdir), config, source=os.path.join(workdir, _rundir.CONFIG_FILE)
         )
+    mesh = None if config.mesh is None else _mesh.make_mesh(config.mesh)  # enough devices?
+    writer = jax.process_index() == 0  # process 0 writes the run's files
     tok_path = os.path.join(workdir, "tokenizer.json")
     checkpoints = _models.resolve_checkpoints(config)
     # A checkpoint's own tokenizer unless --tokenizers names another (see tokenizer_sources).
@@ -205,21 +217,26 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     if config.teacher_logits:
         task = _with_teacher(task, config.teacher_logits)
     built = _models.build_run_models(config, task, checkpoints)
+    names = config.model_names()  # the models trained, a cohort's members each by name
+    members = config.members or {}
     log.info("models:\n%s", mmodels.parameter_table(built))
     if not resume:  # everything is validated: from here on the run writes
-        _rundir.create(workdir, overwrite=overwrite)
-        if task.tokenizer is not None:
-            mdata.save_tokenizer(task.tokenizer, tok_path)
-        for m in own_tokenizers:
-            mdata.save_tokenizer(task.tokenizers[m], own_tokenizer_path(workdir, m))
-        _write_task_info(workdir, task)
-        _rundir.write_config(workdir, config)
+        _sync("mmojax: every process has checked the run directory")
+        if writer:
+            _rundir.create(workdir, overwrite=overwrite)
+            if task.tokenizer is not None:
+                mdata.save_tokenizer(task.tokenizer, tok_path)
+            for m in own_tokenizers:
+                mdata.save_tokenizer(task.tokenizers[m], own_tokenizer_path(workdir, m))
+            _write_task_info(workdir, task)
+            _rundir.write_config(workdir, config)
+        _sync("mmojax: process 0 has prepared the run directory")
 
-    fns = {
-        m: _step.ModelFns(built[m].apply_fn, _tasks.loss_fn(task.model_task)) for m in config.models
-    }
-    params = {m: built[m].params for m in config.models}
-    if config.mode != "independent" and len(params) > 1:
+    # A cohort's members share one apply function (one architecture and config).
+    apply_fns = {_models.model_of(n): built[n].apply_fn for n in names}
+    fns = {m: _step.ModelFns(apply_fns[m], _tasks.loss_fn(task.model_task)) for m in config.models}
+    params = _models.run_params(config, built)
+    if config.mode != "independent" and len(names) > 1:
         log.info("sharing plan:\n%s", mmojax.sharing_plan(params, grouping=config.grouping))
     batches = mdata.BatchIterator(task.train, config.batch_size, seed=config.seed)
     accum = config.gradient_accumulation_steps
@@ -228,6 +245,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     total_updates = max(1, total_steps // accum)
     tx = config.optimizer(total_updates)
     state = _step.init_train_state(params, tx, config.seed)
+    if mesh is not None:
+        state = _placed(state, mesh)
     ckpt = _checkpoint.Checkpointer(
         os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints
     )
@@ -248,24 +267,32 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         except BaseException:
             ckpt.close()
             raise
+        if mesh is not None:  # restore gives the template's layout; placed either way
+            state = _placed(state, mesh)
         batches.restore(meta["position"])
         earlier_time = float(meta.get("wall_time", 0.0))
-        _rundir.write_config(workdir, config)
+        if writer:
+            _rundir.write_config(workdir, config)
         log.info("resumed from update %d (micro-batch %d) of %s", start // accum, start, workdir)
     metrics = _metrics.MetricsWriter(
-        os.path.join(workdir, "metrics.jsonl"), start if resume else None
+        os.path.join(workdir, "metrics.jsonl"), start if resume else None, enabled=writer
     )
     train_step = _step.make_train_step(
-        fns, tx, extra_loss=_coupling(config), gradient_cosines=config.gradient_cosines
+        fns,
+        tx,
+        extra_loss=_coupling(config),
+        gradient_cosines=config.gradient_cosines,
+        mesh=mesh,
     )
-    eval_step = _step.make_eval_step(fns, _tasks.eval_outputs_fn(task.model_task))
+    eval_step = _step.make_eval_step(fns, _tasks.eval_outputs_fn(task.model_task), mesh=mesh)
+    place_eval = _eval_placement(mesh, config.eval_batch_size)
     stop_at = (
         total_steps if config.max_steps is None else min(total_steps, config.max_steps * accum)
     )
     eval_period = config.evaluation_period(max(1, stop_at // accum)) * accum
     log_period = config.log_every * accum
     checkpoint_period = config.checkpoint_every * accum
-    history = {m: [] for m in config.models}
+    history = {m: [] for m in names}
     final: dict[str, dict[str, float]] = {}
     probabilities: dict[str, Any] = {}
     first_step_at: float | None = None
@@ -291,7 +318,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     def run_eval(step, epoch):
         nonlocal final, probabilities
         final, probabilities = _evaluate(
-            eval_step, state.params, task, config.eval_batch_size, config.models
+            eval_step, state.params, task, config.eval_batch_size, names, members, place_eval
         )
         for m, res in final.items():
             history[m].append((step // accum, res[task.main_metric]))
@@ -309,7 +336,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
 
     pending: list[Any] = []
     progress = _progress.Progress(
-        stop_at // accum, start // accum, task.main_metric, enabled=config.progress
+        stop_at // accum, start // accum, task.main_metric, enabled=config.progress and writer
     )
     step = start
     if resume:
@@ -329,13 +356,17 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
                 if first_step_at is None:
                     first_step_at = time.perf_counter()
                 batch = next(batches)
+                if mesh is not None:
+                    batch = _mesh.shard_batch(batch, mesh)
                 state, step_metrics = train_step(state, batch)
                 consumed = batches.position
                 pending.append(step_metrics)
                 step += 1
                 progress.update(step // accum)
                 if len(pending) >= log_period or step == stop_at or stop.requested:
-                    summary = _metrics.summarise(jax.device_get(pending))
+                    summary = _metrics.summarise(
+                        [_metrics.split_members(s, members) for s in jax.device_get(pending)]
+                    )
                     metrics.write(
                         {
                             "kind": "train",
@@ -349,7 +380,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
                     )
                     pending = []
                     progress.show(train_loss={m: s["loss"] for m, s in summary.items()})
-                    _check_finite(state, summary, step, config, metrics, save)
+                    _check_finite(state, summary, step, config, metrics, save, members)
                 if (
                     (eval_period and step % eval_period == 0)
                     or step % per_epoch == 0
@@ -367,10 +398,14 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     finally:
         progress.close()
         ckpt.close()
-    plots = _plots_for(metrics.path, workdir)
+    plots = _plots_for(metrics.path, workdir) if writer else {}
     if config.export:
-        export_run(workdir, built, state.params, task)
-    skipped = {m: int(v) for m, v in jax.device_get(state.skipped).items()}
+        trained = _host(state.params)  # every process takes part in gathering a mesh's arrays
+        if writer:
+            export_run(workdir, built, trained, task)
+    skipped = {
+        m: int(v) for m, v in _metrics.split_members(jax.device_get(state.skipped), members).items()
+    }
     wall = time.perf_counter() - started
     startup = (first_step_at or time.perf_counter()) - started
     return RunResult(
@@ -383,7 +418,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         skipped,
         metrics.path,
         plots,
-        {m: mmodels.parameter_count(params[m]) for m in config.models},
+        {m: mmodels.parameter_count(built[m].params) for m in names},
         state,
         probabilities,
         total_wall_time=earlier_time + wall,
@@ -418,13 +453,16 @@ def export_run(workdir: str, built, params, task: _tasks.TaskData, out: str | No
 
     Each ``out/<model>`` holds ``config.json`` (with the label names),
     the Flax weights with the task head, and the model's tokenizer; see
-    :func:`mmojax.models.export_model`. Returns ``{model: directory}``.
+    :func:`mmojax.models.export_model`. Member ``i`` of a cohort ``bert`` is
+    the model ``bert/i``, written to ``out/bert/i``. ``params`` are a train
+    state's (a cohort stacked); ``built`` is :func:`~mmojax.train._models.build_run_models`'.
+    Returns ``{model: directory}``.
     """
     out = os.path.join(workdir, "export") if out is None else out
-    params = jax.device_get(params)
+    params = _models.member_params(jax.device_get(params))
     dirs = {}
     for name, model in built.items():
-        tokenizer = task.tokenizers.get(name, task.tokenizer)
+        tokenizer = task.tokenizers.get(_models.model_of(name), task.tokenizer)
         dirs[name] = mmodels.export_model(
             model,
             params[name],
@@ -462,7 +500,7 @@ def _stopped(signal_name, step, accum, save, metrics, workdir) -> _interrupt.Int
     return _interrupt.Interrupted(signal_name, step // accum, saved, workdir)
 
 
-def _check_finite(state, summary, step, config, metrics, save) -> None:
+def _check_finite(state, summary, step, config, metrics, save, members) -> None:
     for m, s in summary.items():
         if s.get("nonfinite_steps"):
             message = (
@@ -479,7 +517,10 @@ def _check_finite(state, summary, step, config, metrics, save) -> None:
                     "message": message,
                 }
             )
-    streaks = {m: int(v) for m, v in jax.device_get(state.nonfinite).items()}
+    streaks = {
+        m: int(v)
+        for m, v in _metrics.split_members(jax.device_get(state.nonfinite), members).items()
+    }
     bad = {m: n for m, n in streaks.items() if n >= config.max_nonfinite}
     if bad:
         save(step)  # every model's parameters are finite: skipped updates were not applied
@@ -499,3 +540,86 @@ def _plots_for(metrics_path: str, workdir: str) -> dict[str, str]:
     except ImportError:  # pragma: no cover - plots are part of the package
         return {}
     return {k: str(v) for k, v in _plots.plot_run(metrics_path, workdir).items()}
+
+
+def join_processes(config: TrainConfig) -> None:
+    """Joins the multi-process run that ``config`` describes (nothing without ``coordinator``).
+
+    Calls :func:`mmojax.train.initialize_distributed`, which must come before
+    any JAX computation of the process; a process that has joined already is
+    left as it is. Where JAX runs on the CPU only, the CPU backend's
+    collectives are gloo's.
+
+    Raises:
+      ValueError: the process belongs to a run of another number of processes.
+    """
+    if config.coordinator is not None and not jax.distributed.is_initialized():
+        _mesh.initialize_distributed(
+            config.coordinator, config.num_processes, config.process_id, cpu=_cpu_only()
+        )
+    if config.num_processes is not None and jax.process_count() != config.num_processes:
+        raise ValueError(
+            f"num_processes is {config.num_processes}, but this process is one of "
+            f"{jax.process_count()}: it joined another run before this one"
+        )
+
+
+def _cpu_only() -> bool:
+    """Whether JAX can run on the CPU only here (read without starting a backend)."""
+    import importlib.metadata
+    import importlib.util
+
+    platforms = (jax.config.jax_platforms or "").lower()
+    if platforms:
+        return set(platforms.split(",")) <= {"cpu"}
+    plugins = list(importlib.metadata.entry_points(group="jax_plugins"))
+    return not plugins and importlib.util.find_spec("libtpu") is None
+
+
+def _sync(name: str) -> None:
+    """A barrier of every process of a multi-process run (nothing in a single process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _placed(state: Any, mesh: jax.sharding.Mesh) -> Any:
+    """``state`` laid out on ``mesh`` (:func:`~mmojax.train._mesh.state_shardings`).
+
+    A leaf already placed so (a checkpoint restored into a placed template) is
+    kept as it is; any other (a host value, an array on one device) is placed.
+    """
+    shardings = _mesh.state_shardings(state, mesh)
+
+    def place(leaf, sharding):
+        if isinstance(leaf, jax.Array) and leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+            return leaf
+        return _mesh.put_global(leaf, sharding)
+
+    return jax.tree.map(place, state, shardings)
+
+
+def _eval_placement(mesh: jax.sharding.Mesh | None, batch_size: int):
+    """How an evaluation batch (``batch_size`` rows, padded) goes to the eval step:
+    as it is without a mesh, split over the data axis when its size allows, else
+    replicated on every device of the mesh."""
+    if mesh is None:
+        return None
+    if batch_size % mesh.shape[_mesh.DATA_AXIS] == 0:
+        return lambda batch: _mesh.shard_batch(batch, mesh)
+    everywhere = _mesh.replicated(mesh)
+    return lambda batch: _mesh.put_global(batch, jax.tree.map(lambda _: everywhere, batch))
+
+
+def _host(tree: Any) -> Any:
+    """Host (numpy) copies of a tree of arrays, whole on every process.
+
+    In a multi-process run every process must call it: arrays split over
+    processes (a cohort on the model axis) are gathered.
+    """
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)

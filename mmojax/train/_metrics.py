@@ -11,6 +11,9 @@ One JSON object per line:
 * ``{"kind": "event", ...}`` (non-finite steps, resumes, interrupts) and any
   other kind, which readers of train/eval series ignore.
 
+The member ``i`` of a cohort (``--members bert=4``) is a model of its own
+here, named ``bert/i`` (:func:`split_members`).
+
 ``step`` counts micro-batches and ``update`` optimizer updates; ``time`` is
 seconds since the run began, summed over the processes of a resumed run.
 Everything that parses the file (plots, the reproduction's report) reads it
@@ -27,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mmojax.optim._cohort import member_name
 
 KINDS = ("train", "eval")
 _MAIN_METRICS = ("f1", "accuracy")  # the eval metric that counts, first present wins
@@ -46,6 +51,42 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def split_members(values: Mapping[str, Any], members: Mapping[str, int]) -> dict[str, Any]:
+    """``{model: tree}`` with each cohort's tree split into its members' trees.
+
+    Args:
+      values: host values per model (a step's metrics, evaluation outputs,
+        counters); a cohort's leaves have its members on the leading axis.
+      members: ``{model: k}`` of the cohorts.
+
+    Returns:
+      ``{name: tree}`` in the order of ``values``, cohort ``bert`` replaced by
+      ``bert/0`` ... ``bert/{k-1}``, member ``i``'s tree holding every leaf's
+      row ``i``.
+
+    Examples:
+      >>> out = split_members({"bert": {"loss": np.array([1.0, 2.0])}, "gpt2": {"loss": 3.0}},
+      ...                     {"bert": 2})
+      >>> {m: float(v["loss"]) for m, v in out.items()}
+      {'bert/0': 1.0, 'bert/1': 2.0, 'gpt2': 3.0}
+    """
+    out = {}
+    for name, tree in values.items():
+        if name not in members:
+            out[name] = tree
+            continue
+        for i in range(members[name]):
+            out[member_name(name, i)] = _row(tree, i)
+    return out
+
+
+def _row(tree: Any, i: int) -> Any:
+    """Row ``i`` of every array of a nested dict (or of one array)."""
+    if isinstance(tree, Mapping):
+        return {k: _row(v, i) for k, v in tree.items()}
+    return np.asarray(tree)[i]
+
+
 class MetricsWriter:
     """Appends records to a run's metrics file.
 
@@ -54,10 +95,21 @@ class MetricsWriter:
       keep_until_step: ``None`` starts an empty file; a step (micro-batches)
         keeps the records up to it and drops the rest, so a resumed run
         rewrites what came after its checkpoint.
+      enabled: ``False`` touches no file (the processes of a multi-process
+        run other than process 0, which writes the run's files).
     """
 
-    def __init__(self, path: str | os.PathLike[str], keep_until_step: int | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        keep_until_step: int | None = None,
+        *,
+        enabled: bool = True,
+    ):
         self.path = os.fspath(path)
+        self.enabled = enabled
+        if not enabled:
+            return
         if keep_until_step is None:
             open(self.path, "w").close()
         elif os.path.exists(self.path):
@@ -66,6 +118,8 @@ class MetricsWriter:
                 f.writelines(json.dumps(r) + "\n" for r in kept)
 
     def write(self, record: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(json_safe(dict(record))) + "\n")
 

@@ -6,8 +6,10 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from mmojax import models as mmodels
+from mmojax.optim._cohort import Cohort, member_name, stack_models, unstack_models
 from mmojax.train._config import TrainConfig
 from mmojax.train._tasks import TaskData
 
@@ -69,13 +71,18 @@ def checkpoint_positions(checkpoints: Mapping[str, str]) -> int | None:
 def build_run_models(
     config: TrainConfig, task: TaskData, checkpoints: Mapping[str, str] | None = None
 ) -> dict[str, mmodels.Model]:
-    """``{model: Model}`` of ``config.models``, in order.
+    """``{name: Model}`` of every model the run trains (:meth:`TrainConfig.model_names`), in order.
 
     A model named in ``checkpoints`` (default: ``config.checkpoints``, resolved)
     loads that checkpoint's backbone
     (its head is new, see :func:`mmojax.models.load_pretrained`); the others are
     built from ``config.preset`` with ``config.model_size``, sized for their
     tokenizer's vocabulary and padding id. Every model's head fits the task.
+
+    A cohort (``config.members``) gives one entry per member, ``bert/0`` ...
+    ``bert/{k-1}``, each the model of that architecture initialised (or, from
+    a checkpoint, its new head) with the seed :func:`mmojax.models.derive_seed`
+    gives its member name; :func:`run_params` stacks them.
 
     Raises:
       ValueError: a checkpoint of another architecture than the model's name,
@@ -85,8 +92,9 @@ def build_run_models(
     if checkpoints is None:
         checkpoints = resolve_checkpoints(config)
     out = {}
-    for name in config.models:
-        seed = mmodels.derive_seed(config.seed, name)
+    for member in config.model_names():
+        name = model_of(member)
+        seed = mmodels.derive_seed(config.seed, member)
         path = checkpoints.get(name)
         if path is not None:
             model, report = mmodels.load_pretrained(
@@ -94,7 +102,7 @@ def build_run_models(
                 arch=name,
                 task=task.model_task,
                 num_labels=task.num_labels,
-                name=name,
+                name=member,
                 seed=seed,
                 dropout=config.dropout,
             )
@@ -115,7 +123,43 @@ def build_run_models(
                 **(config.model_size or {}),
             )
             model = mmodels.build_model(
-                model_config, task.model_task, task.num_labels, seed, name=name
+                model_config, task.model_task, task.num_labels, seed, name=member
             )
-        out[name] = model
+        out[member] = model
+    return out
+
+
+def model_of(name: str) -> str:
+    """The model of ``config.models`` a run's model belongs to: ``bert`` for ``bert/2``."""
+    return name.partition("/")[0]
+
+
+def run_params(config: TrainConfig, built: Mapping[str, mmodels.Model]) -> dict[str, Any]:
+    """``{model: params}`` of ``config.models`` as the train state holds them.
+
+    A cohort's members (``built["bert/0"]`` ...) are stacked into one
+    :class:`mmojax.Cohort`; a plain model's parameters are taken as they are.
+    """
+    members = config.members or {}
+    out = {}
+    for name in config.models:
+        if name in members:
+            out[name] = stack_models(
+                [built[member_name(name, i)].params for i in range(members[name])]
+            )
+        else:
+            out[name] = built[name].params
+    return out
+
+
+def member_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``{name: params}`` of every model of a train state's ``params``, a cohort's
+    members unstacked under their member names (the inverse of :func:`run_params`)."""
+    out = {}
+    for name, value in params.items():
+        if isinstance(value, Cohort):
+            for i, member in enumerate(unstack_models(value)):
+                out[member_name(name, i)] = member
+        else:
+            out[name] = value
     return out
