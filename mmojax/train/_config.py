@@ -473,9 +473,9 @@ def check_processes(
         return
     if missing:
         raise ValueError(
-            f"{missing[0]}: a multi-process run needs coordinator, num_processes and "
-            f"process_id together (--coordinator HOST:PORT --num-processes N --process-id I); "
-            f"missing {', '.join(missing)}"
+            "a multi-process run needs coordinator, num_processes and process_id together "
+            f"(--coordinator HOST:PORT --num-processes N --process-id I); missing "
+            f"{', '.join(missing)}"
         )
     host, sep, port = str(coordinator).rpartition(":")
     if not sep or not host or not port.isdigit():
