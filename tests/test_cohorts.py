@@ -458,12 +458,6 @@ def test_a_donated_cohort_sync_step_compiles_to_one_conditional():
     assert _donated_cohort_step().count("conditional(") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known cost: _views.scatter_slots stacks the members' moved blocks, so the "
-    "off-sync step copies each stacked shared leaf once; a vectorised cohort path "
-    "(pooling over the model axis without slicing) is still to do",
-)
 def test_a_donated_cohort_sync_step_copies_no_state():
     # As tests/test_optim_design.py checks for separate models: no parameter-sized copy.
     text = _donated_cohort_step()

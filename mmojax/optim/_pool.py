@@ -87,6 +87,92 @@ def _weighted_sum(xs: Sequence[Any], ws: Sequence[float], dtype) -> jax.Array:
     )
 
 
+class Block(NamedTuple):
+    """The members of a group that one leaf gives through one view (static).
+
+    Attributes:
+      index: the leaf's position in the flattened tree.
+      view: the members' view (``None``: the whole leaf).
+      positions: the members' positions in ``group.members``, by cohort slot.
+      stacked: whether the block is every member of a cohort leaf (slots
+        ``0 .. k-1``); else one member of a plain model.
+    """
+
+    index: int
+    view: Any
+    positions: tuple[int, ...]
+    stacked: bool
+
+
+def stacked_blocks(
+    group: _plan.Group, recipe: PoolRecipe, flat: Sequence[Any]
+) -> tuple[Block, ...] | None:
+    """A cohort-bearing group as blocks, when it can pool without splitting member axes.
+
+    That is when every member reads the one buffer of the whole group (the
+    paper's ``type_shape`` pooling, or at most one member per model, as under
+    ``role_depth``) and each cohort leaf's members are all its slots. Then the
+    weighted sum runs over each stacked block's member axis (a partial sum
+    per device plus one all-reduce when that axis is sharded) and every
+    member is mixed in place on the stack: no member is sliced out, so
+    members stay on their devices. Otherwise (``None``: no cohort, or
+    leave-own-model-out pools of a cohort whose members have several views in
+    the group, as under ``"role"``), the group pools member by member.
+    """
+    if len(recipe.buffers) != 1 or any(recipe.adds_self):
+        return None
+    if all(m.slot is None for m in group.members):
+        return None
+    by_leaf: dict[tuple[int, Any], list[int]] = {}
+    for p, m in enumerate(group.members):
+        by_leaf.setdefault((m.index, m.view), []).append(p)
+    blocks = []
+    for (index, view), positions in by_leaf.items():
+        slots = [group.members[p].slot for p in positions]
+        if slots == [None]:
+            blocks.append(Block(index, view, tuple(positions), False))
+            continue
+        if None in slots or sorted(slots) != list(range(jnp.shape(flat[index])[0])):
+            return None
+        positions = sorted(positions, key=lambda p: group.members[p].slot)
+        blocks.append(Block(index, view, tuple(positions), True))
+    return tuple(blocks)
+
+
+def block_values(flat: Sequence[Any], group: _plan.Group, blocks: Sequence[Block]) -> list[Any]:
+    """Each block's members' views, stacked: ``(k, *shape)`` (``k = 1`` for a plain member)."""
+    out = []
+    for b in blocks:
+        member = group.members[b.positions[0]]
+        if b.stacked:
+            out.append(_views.gather_stacked(flat[b.index], member.view))
+        else:
+            out.append(member.take(flat[b.index])[None])
+    return out
+
+
+def block_sum(
+    xs: Sequence[Any], group: _plan.Group, blocks: Sequence[Block], weights: Mapping[str, Any]
+) -> jax.Array:
+    """The group's weighted sum over every block's members, in at least float32."""
+    dtype = jnp.result_type(*(x.dtype for x in xs), jnp.float32)
+    total = None
+    for b, x in zip(blocks, xs):
+        ws = [weights[group.members[p].model] for p in b.positions]
+        if b.stacked:
+            w = jnp.stack([jnp.asarray(v, dtype) for v in ws])
+            term = jnp.tensordot(w, x.astype(dtype), axes=1, precision=jax.lax.Precision.HIGHEST)
+        else:
+            term = ws[0] * x[0].astype(dtype)
+        total = term if total is None else total + term
+    return total
+
+
+def block_part(leaf: Any, member: _plan.Member, stacked: bool) -> Any:
+    """The stored-orientation block(s) of ``leaf`` a block reads: ``(k, *block)`` when stacked."""
+    return _views.block_stacked(leaf, member.view) if stacked else member.block(leaf)
+
+
 def member_pool(
     buffers: Sequence[Any], recipe: PoolRecipe, p: int, x: Any, w: float, reduction: str = "mean"
 ):
@@ -126,9 +212,22 @@ def mix_groups(
     """
     parts: dict[int, list] = {}
     for group in plan.shared_groups:
+        recipe = pool_recipe(group, weights)
+        blocks = stacked_blocks(group, recipe, flat)
+        if blocks is not None:
+            pool = block_sum(block_values(flat, group, blocks), group, blocks, weights)
+            if reduction == "mean":
+                pool = _weights.safe_divide(pool, recipe.totals[0])
+            for b in blocks:
+                member = group.members[b.positions[0]]
+                block = block_part(flat[b.index], member, b.stacked)
+                target = _views.ungather(pool, member.view)  # one transpose per block
+                mixed = (1.0 - coef) * block.astype(pool.dtype) + coef * target
+                slot = _views.STACKED if b.stacked else None
+                parts.setdefault(b.index, []).append((slot, member.view, mixed.astype(block.dtype)))
+            continue
         xs = [m.take(flat[m.index]) for m in group.members]
         ws = [weights[m.model] for m in group.members]
-        recipe = pool_recipe(group, weights)
         buffers = pool_buffers(xs, ws, recipe)
         for p, (member, x) in enumerate(zip(group.members, xs)):
             pool = member_pool(buffers, recipe, p, x, ws[p], reduction)

@@ -221,6 +221,18 @@ def _pool_sums(updates, params, plan, weights):
     out = []
     for g in plan.shared_groups:
         recipe = _pool.pool_recipe(g, weights)
+        blocks = _pool.stacked_blocks(g, recipe, flat_p)
+        if blocks is not None:
+            moved = [
+                p + u
+                for p, u in zip(
+                    _pool.block_values(flat_p, g, blocks), _pool.block_values(flat_u, g, blocks)
+                )
+            ]
+            out.append(
+                (_pool.block_sum(moved, g, blocks, weights).astype(_member_dtype(flat_p, g)),)
+            )
+            continue
         moved = [m.take(flat_p[m.index]) + m.take(flat_u[m.index]) for m in g.members]
         sums = _pool.pool_buffers(moved, [weights[m.model] for m in g.members], recipe)
         out.append(tuple(s.astype(_member_dtype(flat_p, g)) for s in sums))
@@ -234,6 +246,19 @@ def _move(updates, params, plan, weights, beta, pools, is_sync):
     parts: dict[int, list] = {}
     for g, sums in zip(plan.shared_groups, pools):
         recipe = _pool.pool_recipe(g, weights)
+        blocks = _pool.stacked_blocks(g, recipe, flat_p)
+        if blocks is not None:
+            avg = _weights.safe_divide(sums[0], recipe.totals[0])
+            for b in blocks:
+                m = g.members[b.positions[0]]
+                target = _views.ungather(avg, m.view)  # to the stored orientation
+                u = _pool.block_part(flat_u[b.index], m, b.stacked)
+                p = _pool.block_part(flat_p[b.index], m, b.stacked)
+                moved = p.astype(target.dtype) + u.astype(target.dtype)
+                new_u = (u.astype(target.dtype) + beta * (target - moved)).astype(u.dtype)
+                slot = _views.STACKED if b.stacked else None
+                parts.setdefault(b.index, []).append((slot, m.view, new_u))
+            continue
         for i, m in enumerate(g.members):
             moved_view = m.take(flat_p[m.index]) + m.take(flat_u[m.index])
             avg = _pool.member_pool(sums, recipe, i, moved_view, weights[m.model])

@@ -7,8 +7,11 @@ Every element of the view is one element of the leaf, so writing a view back
 (:func:`scatter`) is exact: elements outside every written view keep their
 value bit for bit. The maps are static Python values built outside ``jit``;
 inside, they are plain slices, transposes and one concatenation per leaf.
-A leaf of a cohort (``k`` models stacked on axis 0) is viewed member by
-member: slot ``i`` of axis 0, then the map (:func:`scatter_slots`).
+A leaf of a cohort (``k`` models stacked on axis 0) is viewed either for all
+its members at once (the map shifted past axis 0: :func:`gather_stacked`, a
+part with slot :data:`STACKED`), which keeps the member axis intact so a
+sharded member axis needs no communication, or member by member (slot ``i``
+of axis 0, then the map); :func:`scatter_slots` writes either back.
 """
 
 from __future__ import annotations
@@ -139,22 +142,66 @@ def scatter(x: Any, parts: Sequence[tuple[IndexMap | None, Any]]) -> jax.Array:
     return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=axis)
 
 
-def scatter_slots(x: Any, parts: Sequence[tuple[int | None, IndexMap | None, Any]]) -> jax.Array:
+# The slot of a part that holds every member of a cohort leaf, stacked on axis 0.
+STACKED = "stacked"
+
+
+def _shifted(view: IndexMap | None) -> IndexMap | None:
+    """``view`` applied past a leading member axis (its slice axis moved by one)."""
+    if view is None or view.axis is None:
+        return None
+    return dataclasses.replace(view, axis=view.axis + 1, transpose=False)
+
+
+def block_stacked(x: Any, view: IndexMap | None) -> jax.Array:
+    """Every member's :meth:`IndexMap.block` of a stacked leaf: ``(k, *block)``."""
+    return block(x, _shifted(view))
+
+
+def gather_stacked(x: Any, view: IndexMap | None) -> jax.Array:
+    """Every member's view of a stacked leaf ``(k, ...)``: ``(k, *view shape)``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> x = jnp.arange(12.0).reshape(2, 3, 2)        # 2 members of a (3, 2) leaf
+      >>> v = IndexMap(axis=0, start=1, stop=3, transpose=True)
+      >>> bool((gather_stacked(x, v)[1] == v.gather(x[1])).all())
+      True
+    """
+    x = block_stacked(x, view)
+    return jnp.swapaxes(x, -1, -2) if view is not None and view.transpose else x
+
+
+def ungather_stacked(v: Any, view: IndexMap | None) -> jax.Array:
+    """Stacked view-shaped values in stored orientation (undoes the transpose)."""
+    return jnp.swapaxes(v, -1, -2) if view is not None and view.transpose else v
+
+
+def scatter_slots(x: Any, parts: Sequence[tuple[Any, IndexMap | None, Any]]) -> jax.Array:
     """:func:`scatter` for a leaf that may hold a cohort's members on its axis 0.
 
     Args:
       x: the stored leaf (``(k, ...)`` when the parts name slots).
       parts: ``(slot, view, block)`` triples; ``slot`` is ``None`` for a plain
-        leaf (then every part's is), else the member's index on axis 0.
+        leaf (then every part's is), :data:`STACKED` for a block of every
+        member (``(k, *block)``, from :func:`block_stacked`), else one
+        member's index on axis 0.
 
     Returns:
       The leaf with the blocks written; a cohort's members without parts keep
-      their values.
+      their values. Stacked parts alone are written without splitting the
+      member axis.
     """
     if all(slot is None for slot, _, _ in parts):
         return scatter(x, [(view, value) for _, view, value in parts])
+    if all(slot == STACKED for slot, _, _ in parts):
+        return scatter(x, [(_shifted(view), value) for _, view, value in parts])
     by_slot: dict[int, list] = {}
     for slot, view, value in parts:
+        if slot == STACKED:  # mixed with per-member parts: split it
+            for i in range(x.shape[0]):
+                by_slot.setdefault(i, []).append((view, value[i]))
+            continue
         by_slot.setdefault(slot, []).append((view, value))
     members = [
         scatter(x[i], by_slot[i]) if i in by_slot else x[i].astype(x.dtype)

@@ -20,14 +20,14 @@ if TYPE_CHECKING:
     from mmojax.train._loop import NonFiniteError as NonFiniteError
     from mmojax.train._loop import RunResult as RunResult
     from mmojax.train._loop import train as train
+    from mmojax.train._mesh import batch_shardings as batch_shardings
+    from mmojax.train._mesh import initialize_distributed as initialize_distributed
     from mmojax.train._mesh import make_mesh as make_mesh
     from mmojax.train._mesh import parse_mesh as parse_mesh
-    from mmojax.train._mesh import state_shardings as state_shardings
-    from mmojax.train._mesh import batch_shardings as batch_shardings
-    from mmojax.train._mesh import shard_state as shard_state
-    from mmojax.train._mesh import shard_batch as shard_batch
     from mmojax.train._mesh import put_global as put_global
-    from mmojax.train._mesh import initialize_distributed as initialize_distributed
+    from mmojax.train._mesh import shard_batch as shard_batch
+    from mmojax.train._mesh import shard_state as shard_state
+    from mmojax.train._mesh import state_shardings as state_shardings
     from mmojax.train._rundir import RunDirError as RunDirError
     from mmojax.train._step import ModelFns as ModelFns
     from mmojax.train._step import TrainState as TrainState
