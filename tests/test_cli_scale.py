@@ -11,6 +11,9 @@ import io
 import json
 import math
 import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -284,3 +287,105 @@ def test_a_mesh_run_resumed_equals_the_run_on_one_device(cohort_run, mesh_run):
             )
     for member in MEMBERS:
         assert f"\n{member} " in out
+
+
+def test_a_cohort_from_a_checkpoint_loads_it_into_every_member(tmp_path):
+    import jax
+    import tokenizer_fixtures
+    import transformers
+
+    from mmojax.train import _models, _tasks
+
+    path = str(tmp_path / "bert")
+    hf = transformers.BertConfig(
+        vocab_size=tokenizer_fixtures.wordpiece().get_vocab_size(),
+        max_position_embeddings=64,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    transformers.FlaxBertModel(hf, seed=1).save_pretrained(path)
+    transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer_fixtures.wordpiece(),
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+    ).save_pretrained(path)
+    config = _parse("--models", f"bert={path}", "--members", "bert=3", "--max-train", "16")
+    task = _tasks.prepare_task(
+        "synthetic",
+        max_train=16,
+        max_val=8,
+        models=config.models,
+        model_tokenizers={"bert": path},
+        max_length=64,
+    )
+    built = _models.build_run_models(config, task)
+    assert list(built) == ["bert/0", "bert/1", "bert/2"]
+    params = _models.run_params(config, built)
+    assert params["bert"].size == 3
+    backbone = [m.params["bert"] for m in built.values()]
+    heads = [m.params["classifier"]["kernel"] for m in built.values()]
+    for other in backbone[1:]:  # the checkpoint's weights in every member
+        for a, b in zip(jax.tree.leaves(backbone[0]), jax.tree.leaves(other), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert not np.allclose(heads[0], heads[1]) and not np.allclose(heads[1], heads[2])
+    # and member_params gives each member's parameters back
+    members = _models.member_params(params)
+    assert list(members) == list(built)
+    np.testing.assert_array_equal(members["bert/2"]["classifier"]["kernel"], heads[2])
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_cohort_as_one_process_does(cohort_run, tmp_path):
+    """``mmojax train`` started twice (2 CPU devices each) on a 2 x 2 mesh over both."""
+    plain, _ = cohort_run
+    workdir = tmp_path / "two"
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAX_PLATFORMS": "cpu",
+    }
+    argv = [*TINY, "--workdir", str(workdir), "--max-steps", "4", "--mesh", "model=2,data=2"]
+    argv += ["--coordinator", f"localhost:{port}", "--num-processes", "2"]
+    procs, logs = [], [tmp_path / f"process{i}.log" for i in range(2)]
+    for i, log in enumerate(logs):
+        with open(log, "w") as out:  # files, not pipes: a full pipe would stall a collective
+            command = [sys.executable, "-m", "mmojax.cli", "train", *argv, "--process-id", str(i)]
+            procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT))
+    try:
+        codes = [p.wait(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
+    a, b = _final_eval(plain), _final_eval(workdir)
+    assert a["update"] == b["update"] == 4
+    for member in MEMBERS:
+        for metric, value in a["models"][member].items():
+            np.testing.assert_allclose(
+                b["models"][member][metric], value, rtol=0, atol=1e-4, err_msg=(member, metric)
+            )
+        assert (workdir / "export" / member / "flax_model.msgpack").exists()
+    # process 0 wrote the run's files once: one record per update, no duplicates
+    records = _metrics.read_metrics(workdir / "metrics.jsonl")
+    assert [r["update"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
+
+
+def test_eval_batches_are_split_over_data_when_their_size_allows_else_replicated():
+    from mmojax.train import _loop, _mesh
+
+    mesh = _mesh.make_mesh("model=1,data=4")
+    assert _loop._eval_placement(None, 6) is None
+    for rows, split in ((8, True), (6, False)):
+        batch = {"input_ids": np.zeros((rows, 5), np.int32), "mask": np.ones(rows, np.float32)}
+        placed = _loop._eval_placement(mesh, rows)(batch)
+        for leaf in placed.values():
+            assert leaf.sharding.is_fully_replicated is not split
+            assert len(leaf.sharding.device_set) == 4
+            np.testing.assert_array_equal(np.asarray(leaf), batch["mask"] if leaf.ndim == 1 else 0)
