@@ -39,6 +39,9 @@ class NonFiniteError(RuntimeError):
 class RunResult:
     """What a finished (or stopped) run produced.
 
+    Every ``{model: ...}`` is keyed by the models the run trained
+    (:meth:`TrainConfig.model_names`): a cohort's members as ``bert/0`` ...
+
     Attributes:
       config: the run's configuration.
       final: ``{model: eval metrics}`` of the last evaluation.
@@ -47,7 +50,8 @@ class RunResult:
       wall_time: seconds this process spent in :func:`train` (data, models,
         compilation, training, evaluation).
       skipped: ``{model: non-finite steps skipped}``.
-      metrics_path: the metrics JSONL file; plots: ``{name: png path}``.
+      metrics_path: the metrics JSONL file; plots: ``{name: png path}`` (none
+        but on process 0 of a multi-process run).
       parameter_counts: ``{model: parameters}``.
       total_wall_time: seconds over every process of the run (a resumed run
         adds the earlier ones' time).
@@ -163,7 +167,16 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
 
     Writes under ``config.workdir``: ``config.json``, ``tokenizer.json``,
     ``metrics.jsonl``, ``checkpoints/`` and the PNG plots, and nothing before
-    the configuration, the run directory and the data have been checked.
+    the configuration, the run directory, the devices (``config.mesh``) and
+    the data have been checked.
+
+    With ``config.mesh`` the state is laid out on the mesh (after a restore
+    too: a checkpoint of another mesh is resharded), every training batch is
+    split over its data axis and every evaluation batch too when
+    ``eval_batch_size`` allows, else replicated. In a multi-process run
+    (:func:`join_processes`) every process runs this loop on the same data;
+    process 0 alone writes the run's files, every process its part of the
+    checkpoints.
 
     Args:
       config: the run.
