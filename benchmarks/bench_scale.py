@@ -22,10 +22,9 @@ Three sections, side by side in one process (``--sections`` picks some):
    ``make_mesh("model=2,data=2")``, state placed by ``shard_state``, batch
    by ``shard_batch``), with the collectives the compiled program holds
    (counts and bytes, read from its HLO; each collective counts once per
-   program, those of the sync branch too, which runs 1 step in 10). The
-   optimizer currently moves cohort member slices between devices under a
-   mesh (being fixed in ``mmojax.optim``); the benchmark does not work around
-   it, it shows up in these counts and times. On a CPU the script asks for 4
+   program, those of the sync branch too, which runs 1 step in 10): the
+   pooled gradients and sync sums are all-reduces of one member's shape;
+   the small all-gathers are per-member scalars (losses, rates). On a CPU the script asks for 4
    host devices (``XLA_FLAGS=--xla_force_host_platform_device_count=4``,
    set before JAX is imported unless ``XLA_FLAGS`` already names a count);
    those devices share the machine's cores, so a mesh cannot be faster
@@ -526,9 +525,12 @@ def section_collectives(args, member, meshes) -> dict:
             lambda x: jnp.tensordot(w, x, axes=1, precision=jax.lax.Precision.HIGHEST), tree
         )
 
+    share = mmojax.share_gradients(alpha=coef)  # the library's own sharing pass
+
     def mix(tree, w):
-        pooled = pool(tree, w)
-        return jax.tree.map(lambda x, p: (1.0 - coef) * x + coef * p[None], tree, pooled)
+        del w  # equal member weights: share_gradients' default
+        cohort = {"bert": mmojax.Cohort(tree)}
+        return share.update(cohort, share.init(cohort))[0]["bert"].params
 
     contenders, placements = {}, [("1 device", None)] + meshes
     for spec, mesh in placements:
@@ -546,8 +548,9 @@ def section_collectives(args, member, meshes) -> dict:
         contenders[("mix", spec)] = Call(mix_fn, tree, w)
     med = timed(contenders, args)
     print(
-        "pool: sum_i w_i g_i per leaf, result replicated; mix: every member moved towards the "
-        "pool, written back on its own devices (one sharing or sync pass)"
+        "pool: sum_i w_i g_i per leaf, result replicated; mix: mmojax.share_gradients on the "
+        "cohort, every member moved towards the pool on its own devices (one sharing pass; a "
+        "sync pass is the same operation)"
     )
     print(
         f"{'what':<22}{'ms/call':>10}{'min..max ms':>15}{'vs 1 device':>13}"
