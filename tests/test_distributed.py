@@ -89,12 +89,19 @@ def _params(path):
         return dict(data)
 
 
-@pytest.mark.slow
-def test_two_processes_train_as_one_device(workdir, single_device):
+@pytest.fixture(scope="module")
+def first_pair(workdir):
+    """``(checkpoints, parameters)`` of the first pair of processes: ``FIRST`` steps."""
     ckpts, out = workdir / "checkpoints", workdir / "first.npz"
     launch(workdir, "first", "--steps", str(FIRST), "--checkpoints", str(ckpts), "--out", str(out))
+    return ckpts, _params(out)
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_device(first_pair, single_device):
+    ckpts, params = first_pair
     assert sorted(os.listdir(ckpts)) == [str(FIRST)]
-    assert_trees_close(_params(out), single_device[FIRST], rtol=1e-5)
+    assert_trees_close(params, single_device[FIRST], rtol=1e-5)
 
 
 def plant_corrupt_checkpoint(ckpts, source: int, step: int) -> None:
@@ -102,17 +109,15 @@ def plant_corrupt_checkpoint(ckpts, source: int, step: int) -> None:
     shutil.copytree(ckpts / str(source), ckpts / str(step))
     for root, _, files in os.walk(ckpts / str(step) / "state"):
         for name in files:
-            if os.sep + "d" in root:  # the array data, not the metadata
+            if os.path.basename(root) == "d":  # the array data, not the metadata
                 (Path(root) / name).write_bytes(b"garbage")
 
 
 @pytest.mark.slow
-def test_two_processes_resume_from_their_checkpoint(workdir, single_device):
+def test_two_processes_resume_from_their_checkpoint(workdir, first_pair, single_device):
     """The latest checkpoint is corrupt: both processes skip it, process 0 moves it aside
     (once), both resume from the one before and train on to ``SECOND`` steps."""
-    ckpts, out = workdir / "checkpoints", workdir / "second.npz"
-    if not (ckpts / str(FIRST)).is_dir():
-        pytest.skip("the first pair of processes did not save a checkpoint")
+    ckpts, out = first_pair[0], workdir / "second.npz"
     plant_corrupt_checkpoint(ckpts, FIRST, CORRUPT)
     launch(
         workdir,
