@@ -409,3 +409,44 @@ def test_more_data_block_sets_the_20k_difference_beside_the_smaller_one():
     assert "| +4.5 [-1.9, +10.9] (n=2) | +2.5 [-3.9, +8.9] (n=2) |" in text
     more = [f for f in section.findings if f.task == "sst2-20k"]
     assert len(more) == 3 and not any(f.paper_claim for f in more)
+
+
+def test_tune_lr_completes_a_stored_search_missing_rates_of_the_settings_grid(tmp_path, monkeypatch):
+    runner = repro._runner.Runner(str(tmp_path), None, {"preset": "tiny"})
+    ran = []
+
+    def fake_run(spec, holdout):
+        ran.append(spec.learning_rate)
+        score = {1e-3: 0.2, 3e-3: 0.5, 1e-2: 0.7}[spec.learning_rate]
+        models = list(spec.models)
+        final = {m: {"f1": score, "loss": 1.0 - score} for m in models}
+        return {"main_metric": "f1", "models": models, "final": final}
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    base = repro._specs.Setting("qa", "qa", {}, "tuned", "")
+    first = runner.tune_lr(base, (1e-3, 3e-3))
+    assert ran == [1e-3, 3e-3] and first["best"] == 3e-3
+    assert runner.tune_lr(base, (1e-3, 3e-3)) == first and len(ran) == 2  # stored
+    wider = dataclasses.replace(base, lr_grid=(1e-3, 3e-3, 1e-2))
+    out = runner.tune_lr(wider, (1e-3, 3e-3))  # the setting's grid wins over the experiment's
+    assert out["best"] == 1e-2 and set(out["scores"]) == {"0.001", "0.003", "0.01"}
+    assert repro._specs.task_settings(6000)[2].lr_grid == repro._specs.LR_GRID + (1e-2,)
+
+
+def test_results_index_keeps_the_run_at_the_tuned_lr_when_a_seed_ran_at_two():
+    def run(lr):
+        return {
+            "run_id": f"tasks/qa/independent/lr{lr:g}/seed0",
+            "experiment": "tasks",
+            "setting": "qa",
+            "method": "independent",
+            "models": list(_specs.MODELS),
+            "seed": 0,
+            "learning_rate": lr,
+        }
+
+    both = (run(3e-3), run(1e-2))
+    res = _results.Results(both, {"qa": {"best": 1e-2}})
+    assert res.index("tasks")[("qa", "independent", _specs.MODELS)][0]["learning_rate"] == 1e-2
+    with pytest.raises(ValueError, match="two learning rates"):
+        _results.Results(both, {"qa": {"best": 1e-3}}).index("tasks")

@@ -35,11 +35,28 @@ class Results:
     tuning: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def index(self, experiment: str) -> dict[Key, dict[int, dict[str, Any]]]:
-        """``{(setting, method, models): {seed: run}}`` for one experiment."""
+        """``{(setting, method, models): {seed: run}}`` for one experiment.
+
+        When a seed ran at several learning rates (a search widened after the
+        first runs), the run at the setting's tuned rate is the one kept;
+        without one, the collision is an error rather than a silent pick.
+        """
         idx: dict[Key, dict[int, dict[str, Any]]] = defaultdict(dict)
         for r in self.runs:
-            if r["experiment"] == experiment:
-                idx[(r["setting"], r["method"], tuple(r["models"]))][r["seed"]] = r
+            if r["experiment"] != experiment:
+                continue
+            cell = idx[(r["setting"], r["method"], tuple(r["models"]))]
+            other = cell.get(r["seed"])
+            if other is not None:
+                best = self.tuning.get(r["setting"], {}).get("best")
+                kept = [x for x in (other, r) if x["learning_rate"] == best]
+                if len(kept) != 1:
+                    raise ValueError(
+                        f"{r['run_id']} and {other['run_id']} are the same run at two "
+                        "learning rates and neither is the tuned one; remove one"
+                    )
+                r = kept[0]
+            cell[r["seed"]] = r
         return dict(idx)
 
     def settings(self, experiment: str) -> list[str]:

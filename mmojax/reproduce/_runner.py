@@ -329,11 +329,18 @@ class Runner:
     def tune_lr(
         self, setting: _specs.Setting, grid: tuple[float, ...] = _specs.LR_GRID
     ) -> dict[str, Any]:
-        """Picks the lr of ``independent`` on a held-out 10% of the training split (seed 0)."""
+        """Picks the lr of ``independent`` on a held-out 10% of the training split (seed 0).
+
+        ``setting.lr_grid``, when set, replaces ``grid``. A stored search that
+        lacks a rate of the grid is completed (its finished runs are reused).
+        """
+        grid = setting.lr_grid or grid
         path = os.path.join(self.workdir, "tuning", f"{setting.name}.json")
         if os.path.exists(path):
             with open(path) as f:
-                return json.load(f)
+                stored = json.load(f)
+            if {f"{lr:g}" for lr in grid} <= set(stored["scores"]):
+                return stored
         scores, losses = {}, {}
         for lr in grid:
             spec = _specs.RunSpec("tuning", setting, "independent", 0, _specs.MODELS, lr)
