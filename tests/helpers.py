@@ -72,3 +72,26 @@ def assert_close_flat(tree, ref, rtol=1e-5, atol=1e-6):
             np.testing.assert_allclose(
                 got[m][p], ref[m][p], rtol=rtol, atol=atol, err_msg=f"{m}/{p}"
             )
+
+
+def cohort_optimizer(grouping, model_weights, **overrides):
+    """The short-schedule ``multi_model_optimizer`` the cohort and mesh tests share:
+    strong sharing and sync (every 4 updates), clipping and a fast convergence EMA,
+    so a few steps exercise every stage."""
+    kwargs = dict(
+        learning_rate=3e-2,
+        warmup_steps=2,
+        total_steps=40,
+        model_weights=model_weights,
+        alpha=0.3,
+        beta=0.25,
+        sync_every=4,
+        clip_norm=2.0,
+        adaptive=True,
+        convergence_window=3,
+        convergence_update_every=2,
+        max_convergence_scale=3.0,
+        grouping=grouping,
+    )
+    kwargs.update(overrides)
+    return mmojax.multi_model_optimizer(**kwargs)

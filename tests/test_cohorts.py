@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import cohort_optimizer
 
 import mmojax
 from mmojax.train import ModelFns, init_train_state, make_train_step
@@ -149,23 +150,7 @@ def optimizer(grouping, names, **overrides):
         weights["bert"] = list(MEMBER_WEIGHTS)
     else:
         weights.update({f"bert/{i}": w for i, w in enumerate(MEMBER_WEIGHTS)})
-    kwargs = dict(
-        learning_rate=3e-2,
-        warmup_steps=2,
-        total_steps=40,
-        model_weights=weights,
-        alpha=0.3,
-        beta=0.25,
-        sync_every=4,
-        clip_norm=2.0,
-        adaptive=True,
-        convergence_window=3,
-        convergence_update_every=2,
-        max_convergence_scale=3.0,
-        grouping=grouping,
-    )
-    kwargs.update(overrides)
-    return mmojax.multi_model_optimizer(**kwargs)
+    return cohort_optimizer(grouping, weights, **overrides)
 
 
 def split_cohort(tree):

@@ -8,6 +8,7 @@ import re
 import jax
 import numpy as np
 import pytest
+from helpers import cohort_optimizer
 from jax.sharding import PartitionSpec as P
 from test_cohorts import BERT, GPT2, assert_trees_close, batch_at, bert_params, gpt2_params
 
@@ -38,19 +39,7 @@ COHORT_WEIGHTS = {"bert": [1.0, 0.8, 1.2, 0.9], "gpt2": 1.1}
 
 
 def optimizer(grouping="role_depth", weights=COHORT_WEIGHTS):
-    return mmojax.multi_model_optimizer(
-        learning_rate=3e-2,
-        warmup_steps=2,
-        total_steps=40,
-        model_weights=weights,
-        alpha=0.3,
-        beta=0.25,
-        sync_every=4,
-        clip_norm=2.0,
-        convergence_window=3,
-        convergence_update_every=2,
-        grouping=grouping,
-    )
+    return cohort_optimizer(grouping, weights)
 
 
 def run(steps, mesh=None, grouping="role_depth", params=None, weights=COHORT_WEIGHTS):
