@@ -411,7 +411,7 @@ def test_more_data_block_sets_the_20k_difference_beside_the_smaller_one():
     assert len(more) == 3 and not any(f.paper_claim for f in more)
 
 
-def test_tune_lr_completes_a_stored_search_missing_rates_of_the_settings_grid(tmp_path, monkeypatch):
+def test_tune_lr_completes_a_stored_search_missing_rates_of_its_grid(tmp_path, monkeypatch):
     runner = repro._runner.Runner(str(tmp_path), None, {"preset": "tiny"})
     ran = []
 
