@@ -450,3 +450,23 @@ def test_results_index_keeps_the_run_at_the_tuned_lr_when_a_seed_ran_at_two():
     assert res.index("tasks")[("qa", "independent", _specs.MODELS)][0]["learning_rate"] == 1e-2
     with pytest.raises(ValueError, match="two learning rates"):
         _results.Results(both, {"qa": {"best": 1e-3}}).index("tasks")
+
+
+@pytest.mark.parametrize("f1, floor", [(0.03, True), (0.4, False)])
+def test_qa_block_says_when_the_models_are_at_the_floor(f1, floor):
+    final = {m: {"f1": f1, "exact_match": 0.0, "loss": 7.0} for m in _specs.MODELS}
+    run = {
+        "run_id": "tasks/qa/independent/lr0.003/seed0",
+        "experiment": "tasks",
+        "setting": "qa",
+        "method": "independent",
+        "models": list(_specs.MODELS),
+        "seed": 0,
+        "learning_rate": 3e-3,
+        "final": final,
+        "final_train_loss": {m: 4.0 for m in _specs.MODELS},
+    }
+    tuning = {"qa": {"best": 3e-3, "scores": {"0.003": 0.14}}}
+    text = " ".join(_sections._qa_floor(_results.Results((run,), tuning)))
+    assert f"dev F1 {100 * f1:.1f}" in text and "against 4.00" in text and "F1 14.0" in text
+    assert ("at the floor" in text) == floor

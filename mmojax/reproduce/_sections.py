@@ -372,7 +372,49 @@ def _qa_block(results, findings) -> list[str]:
     lines += table(
         ["model", "method", "exact match", "F1", "F1 difference vs independent", "paper"], rows
     )
-    return lines
+    return lines + _qa_floor(results)
+
+
+# Below this mean dev F1 (0-1) of ``independent`` the QA models are called "at the floor".
+QA_FLOOR_F1 = 0.10
+
+
+def _qa_floor(results) -> list[str]:
+    """How far the independent QA models got: dev F1 and loss beside training and held-out."""
+    runs = list(results.method_runs("tasks", "qa", "independent", MODELS[0]).values())
+    if not runs:
+        return []
+    dev_f1 = float(np.mean([r["final"][m]["f1"] for r in runs for m in MODELS]))
+    dev_loss = float(np.mean([r["final"][m]["loss"] for r in runs for m in MODELS]))
+    train_loss = [
+        r["final_train_loss"][m] for r in runs if r.get("final_train_loss") for m in MODELS
+    ]
+    tuning = results.tuning.get("qa", {})
+    held = tuning.get("scores", {}).get(f"{tuning.get('best', 0):g}")
+    text = (
+        f"How far the models got (independent, {len(runs)} seed(s), mean of the three "
+        f"models): dev F1 {100 * dev_f1:.1f}, dev loss {dev_loss:.2f} (the mean of the start "
+        f"and end cross-entropies; a uniform guess over 384 positions scores "
+        f"{np.log(384):.2f})"
+    )
+    if train_loss:
+        text += f" against {np.mean(train_loss):.2f} on the last training batches"
+    if held is not None:
+        text += (
+            f"; F1 {100 * held:.1f} on held-out *training* questions at the same lr (the lr "
+            "search; those questions share articles with the training ones)"
+        )
+    text += "."
+    if dev_f1 < QA_FLOOR_F1:
+        text += (
+            f" With a dev F1 under {100 * QA_FLOOR_F1:.0f} the models are **at the floor**: "
+            "the gap to the held-out training questions says they fit the training articles "
+            "rather than learned to read, so a difference between methods here says "
+            "little about the paper's QA claim. "
+            "Larger models, more questions and pretrained encoders (a GPU budget) are what "
+            "would test it."
+        )
+    return [text, ""]
 
 
 def _more_data_block(results, findings) -> list[str]:
