@@ -470,3 +470,22 @@ def test_qa_block_says_when_the_models_are_at_the_floor(f1, floor):
     text = " ".join(_sections._qa_floor(_results.Results((run,), tuning)))
     assert f"dev F1 {100 * f1:.1f}" in text and "against 4.00" in text and "F1 14.0" in text
     assert ("at the floor" in text) == floor
+
+
+def test_budget_table_sums_wall_time_per_experiment_and_setting():
+    def run(seed, minutes, load):
+        return {
+            "experiment": "tasks",
+            "setting": "ner",
+            "models": list(_specs.MODELS),
+            "config": {"max_train": 6000},
+            "wall_time": 60.0 * minutes,
+            "device": "cpu:0",
+            "load_average": load,
+            "seed": seed,
+        }
+
+    lines = _diagnostics.budget(_results.Results((run(0, 2.0, [1.0]), run(1, 4.0, None)))).lines
+    text = "\n".join(lines)
+    assert "| tasks / ner | 3 models | 6,000 | 2 | 3.0 (2.0-4.0) | 6 | 1.0 (n=1) |" in text
+    assert "In all: 2 runs, 6 minutes." in text

@@ -275,3 +275,58 @@ def ensembles(results: _results.Results, arrays=_results.arrays) -> Section:
         ["setting", "method", "ensemble accuracy", "best single model", "disagreement", "n"], rows
     )
     return Section(tuple(lines))
+
+
+def budget(results: _results.Results) -> Section:
+    """The runs behind the report and the wall time they took, per experiment and setting.
+
+    Minutes come from each run's ``wall_time`` (compilation and evaluation
+    included); the load is the 1-minute load average recorded when the run
+    finished, so runs made beside other work read as such.
+    """
+    rows_by_key: dict[tuple, list[dict]] = {}
+    for r in results.runs:
+        n = len(r["models"])
+        size = r["config"].get("max_train")
+        key = (r["experiment"], r["setting"], n, size)
+        rows_by_key.setdefault(key, []).append(r)
+    lines = [
+        "### The runs behind this report and their wall time",
+        "",
+        f"On {', '.join(sorted({r['device'] for r in results.runs})) or 'no device'}; "
+        "minutes per run include compilation and evaluation; load = the machine's 1-minute "
+        "load average when the run finished (recorded from the second pass on).",
+        "",
+    ]
+    rows = []
+    for (exp, setting, n, size), runs in sorted(rows_by_key.items(), key=str):
+        minutes = [r["wall_time"] / 60 for r in runs]
+        loads = [r["load_average"][0] for r in runs if r.get("load_average")]
+        load = f"{np.mean(loads):.1f} (n={len(loads)})" if loads else "not recorded"
+        models = "1 model" if n == 1 else f"{n} models"
+        rows.append(
+            [
+                f"{exp} / {setting}",
+                models,
+                "all" if size is None else f"{size:,}",
+                len(runs),
+                f"{np.mean(minutes):.1f} ({min(minutes):.1f}-{max(minutes):.1f})",
+                f"{sum(minutes):.0f}",
+                load,
+            ]
+        )
+    total = sum(r["wall_time"] for r in results.runs) / 60
+    lines += table(
+        [
+            "experiment / setting",
+            "models",
+            "training examples",
+            "runs",
+            "minutes per run, mean (min-max)",
+            "total minutes",
+            "load",
+        ],
+        rows,
+    )
+    lines += [f"In all: {len(results.runs)} runs, {total:.0f} minutes.", ""]
+    return Section(tuple(lines))

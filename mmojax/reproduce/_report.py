@@ -30,6 +30,7 @@ def build_report(results: _results.Results, figures, target: float, generated: s
         _sections.tasks(results),
         _sections.steps(results, target),
         _diagnostics.compute(results, target),
+        _diagnostics.budget(results),
         _diagnostics.figures(figures),
         _diagnostics.collapse(results),
         _diagnostics.ensembles(results),
