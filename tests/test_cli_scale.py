@@ -11,16 +11,18 @@ import io
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from mmojax import cli
 from mmojax.cli import main as cli_main
-from mmojax.train import TrainConfig, _metrics, _rundir
+from mmojax.train import Checkpointer, TrainConfig, _metrics, _rundir
 
 # 32 examples / batch 4 = 8 micro-batches an epoch, one per update.
 TINY = [
@@ -204,6 +206,34 @@ def test_config_refuses_what_the_cli_refuses():
         TrainConfig(coordinator="h:1", num_processes=2)
 
 
+def _two_processes(argv, tmp_path):
+    """``mmojax train *argv`` started as processes 0 and 1 (2 CPU devices each); their logs."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAX_PLATFORMS": "cpu",
+    }
+    argv = [*argv, "--coordinator", f"localhost:{port}", "--num-processes", "2"]
+    procs, logs = [], [tmp_path / f"process{i}.log" for i in range(2)]
+    for i, log in enumerate(logs):
+        with open(log, "w") as out:  # files, not pipes: a full pipe would stall a collective
+            command = [sys.executable, "-m", "mmojax.cli", "train", *argv, "--process-id", str(i)]
+            procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT))
+    return procs, logs
+
+
+def _wait_all(procs, logs, timeout=600):
+    try:
+        return [p.wait(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
 # -- runs -------------------------------------------------------------------------------
 
 
@@ -342,27 +372,9 @@ def test_two_processes_train_the_cohort_as_one_process_does(cohort_run, tmp_path
     """``mmojax train`` started twice (2 CPU devices each) on a 2 x 2 mesh over both."""
     plain, _ = cohort_run
     workdir = tmp_path / "two"
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        "JAX_PLATFORMS": "cpu",
-    }
     argv = [*TINY, "--workdir", str(workdir), "--max-steps", "4", "--mesh", "model=2,data=2"]
-    argv += ["--coordinator", f"localhost:{port}", "--num-processes", "2"]
-    procs, logs = [], [tmp_path / f"process{i}.log" for i in range(2)]
-    for i, log in enumerate(logs):
-        with open(log, "w") as out:  # files, not pipes: a full pipe would stall a collective
-            command = [sys.executable, "-m", "mmojax.cli", "train", *argv, "--process-id", str(i)]
-            procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT))
-    try:
-        codes = [p.wait(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    procs, logs = _two_processes(argv, tmp_path)
+    codes = _wait_all(procs, logs)
     assert codes == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
     a, b = _final_eval(plain), _final_eval(workdir)
     assert a["update"] == b["update"] == 4
@@ -375,6 +387,45 @@ def test_two_processes_train_the_cohort_as_one_process_does(cohort_run, tmp_path
     # process 0 wrote the run's files once: one record per update, no duplicates
     records = _metrics.read_metrics(workdir / "metrics.jsonl")
     assert [r["update"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tmp_path):
+    """SIGTERM reaches process 1 only: both stop after the same step, save it together
+    (orbax's save is collective) and exit 143; the run resumes from that step."""
+    workdir = tmp_path / "run"
+    argv = [*TINY, "--workdir", str(workdir), "--mesh", "model=2,data=2", "--epochs", "40"]
+    procs, logs = _two_processes([*argv, "--eval-every", "1000", "--no-export"], tmp_path)
+    deadline = time.monotonic() + 600
+    metrics = workdir / "metrics.jsonl"
+    while not (metrics.exists() and metrics.read_text().count('"kind": "train"') >= 3):
+        assert all(p.poll() is None for p in procs), "\n".join(x.read_text() for x in logs)
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)
+    codes = _wait_all(procs, logs)
+    text = "\n".join(log.read_text()[-3000:] for log in logs)
+    assert codes == [128 + signal.SIGTERM] * 2, text
+    records = _metrics.read_metrics(metrics)
+    stop = records[-1]
+    assert stop["event"] == "interrupted" and stop["saved"] and stop["signal"] == "SIGTERM"
+    assert 3 <= stop["update"] < 320
+    ckpt = Checkpointer(workdir / "checkpoints")
+    assert ckpt.steps()[-1] == stop["step"]
+    ckpt.close()
+    # one process, 4 devices, the same mesh: it goes on from the saved step
+    code, _, err = run_cli(
+        "train",
+        "--workdir",
+        str(workdir),
+        "--resume",
+        "--max-steps",
+        str(stop["update"] + 1),
+        "--no-progress",
+    )
+    assert code == 0, err
+    trains = [r for r in _metrics.read_metrics(metrics) if r["kind"] == "train"]
+    assert trains[-1]["update"] == stop["update"] + 1
 
 
 def test_eval_batches_are_split_over_data_when_their_size_allows_else_replicated():

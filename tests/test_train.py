@@ -274,3 +274,21 @@ def test_train_config_validation():
         mtrain.TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="unknown config fields"):
         mtrain.TrainConfig.from_dict({"epochz": 1})
+
+
+def test_every_process_stops_on_the_signal_of_any_of_them():
+    from mmojax.train import _interrupt
+
+    quiet, signalled = _interrupt.StopRequest(), _interrupt.StopRequest()
+    signalled.signal_name = "SIGTERM"
+    both = [quiet, signalled]
+
+    def gather_with(*others):  # this process's value beside the others'
+        return lambda own: np.stack([own, *[np.int32(o) for o in others]])
+
+    term = int(signal.SIGTERM)
+    assert _interrupt.agreed_stop(quiet, gather_with(0)) is None
+    assert _interrupt.agreed_stop(quiet, gather_with(term)) == "SIGTERM"  # another got it
+    assert _interrupt.agreed_stop(signalled, gather_with(0)) == "SIGTERM"
+    assert _interrupt.agreed_stop(quiet, gather_with(0, int(signal.SIGINT), term)) == "SIGINT"
+    assert [_interrupt.agreed_stop(s) for s in both] == [None, "SIGTERM"]  # one process

@@ -5,6 +5,11 @@ run stops with the state of the last completed step (never one whose buffers
 were donated to a step in flight) and saves it. Raising ``KeyboardInterrupt``
 from the handler instead could land anywhere, e.g. inside a JAX callback that
 swallows it. A second signal stops at once, without saving.
+
+In a run of several processes (``--num-processes``) a signal may reach one
+process only, or each at a different step; the checkpoint save is collective,
+so the processes agree after every step (:func:`agreed_stop`, a gather of one
+integer per process) and all stop at the same step with the same state.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import signal
 import threading
 from types import FrameType
 from typing import Any
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +85,29 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def agreed_stop(stop: StopRequest, gather=None) -> str | None:
+    """The signal every process stops on after this step, or ``None`` to go on.
+
+    One process alone: its own request. Several processes: every process
+    calls this after every step; if any of them received a signal, all of them
+    stop, naming the first signal of the lowest-numbered process that has one.
+
+    Args:
+      stop: this process's request.
+      gather: ``np.ndarray -> np.ndarray`` stacking one value per process
+        (default: ``jax.experimental.multihost_utils.process_allgather`` when
+        there are several processes).
+    """
+    if gather is None:
+        import jax
+
+        if jax.process_count() == 1:
+            return stop.signal_name
+        from jax.experimental import multihost_utils
+
+        gather = multihost_utils.process_allgather
+    code = int(getattr(signal, stop.signal_name)) if stop.requested else 0
+    codes = [int(c) for c in np.ravel(gather(np.int32(code))) if c]
+    return signal.Signals(codes[0]).name if codes else None

@@ -365,7 +365,9 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     stop = _interrupt.StopRequest()
     try:
         with stop:
-            while step < stop_at and not stop.requested:
+            # the signal every process stops on, agreed after every step (and before the first)
+            stopping = _interrupt.agreed_stop(stop)
+            while step < stop_at and stopping is None:
                 if first_step_at is None:
                     first_step_at = time.perf_counter()
                 batch = next(batches)
@@ -376,7 +378,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
                 pending.append(step_metrics)
                 step += 1
                 progress.update(step // accum)
-                if len(pending) >= log_period or step == stop_at or stop.requested:
+                stopping = _interrupt.agreed_stop(stop)
+                if len(pending) >= log_period or step == stop_at or stopping:
                     summary = _metrics.summarise(
                         [_metrics.split_members(s, members) for s in jax.device_get(pending)]
                     )
@@ -403,8 +406,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
                     progress.show(validation={m: r[task.main_metric] for m, r in res.items()})
                 if checkpoint_period and step % checkpoint_period == 0:
                     save(step)
-        if stop.requested:
-            raise _stopped(stop.signal_name, step, accum, save, metrics, workdir)
+        if stopping:
+            raise _stopped(stopping, step, accum, save, metrics, workdir)
         if not final:  # resumed a finished run: nothing trained, still report where it stands
             run_eval(step, step / per_epoch)
         save(step)
