@@ -210,12 +210,28 @@ class Contender:
         self.state = state
         return (time.perf_counter() - start) / steps
 
-    def hlo(self) -> str:
-        """The compiled program's text (a cache hit: the step has run with these shapes)."""
+    def compiled(self):
+        """The compiled program (a cache hit: the step has run with these shapes)."""
         jitted = self.step
         if hasattr(jitted, "compiled"):  # a mesh step: one jitted function per structure
             (jitted,) = jitted.compiled.values()
-        return jitted.lower(self.state, self.batch).compile().as_text()
+        return jitted.lower(self.state, self.batch).compile()
+
+    def hlo(self) -> str:
+        return self.compiled().as_text()
+
+    def analysis(self) -> dict[str, float]:
+        """XLA's static cost and memory analysis of the step: bytes accessed, flops, and the
+        working set (the state, donated in place, plus the step's temporaries)."""
+        exe = self.compiled()
+        cost = exe.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        mem = exe.memory_analysis()
+        return {
+            "bytes_accessed": float(cost.get("bytes accessed", float("nan"))),
+            "flops": float(cost.get("flops", float("nan"))),
+            "working_set_bytes": float(tree_bytes(self.state) + mem.temp_size_in_bytes),
+        }
 
 
 class Call:
@@ -406,6 +422,24 @@ def section_scale(args, steps: Steps, members, batch) -> dict:
         entry["cohort_over_loop"] = ratio
         print(row + f"{ratio:>13.3f}")
         results[str(n)] = entry
+    print(
+        "\nXLA's static analysis of the same compiled steps (no timing): per model, bytes "
+        "accessed and flops; working set = train state + the step's temporaries"
+    )
+    print(
+        f"{'N':>3}{'cohort MB/model':>17}{'Mflop/model':>13}{'working set MiB':>17}"
+        f"{'loop MB/model':>15}{'Mflop/model':>13}{'working set MiB':>17}"
+    )
+    for n in counts:
+        row = f"{n:>3}"
+        for variant in ("cohort", "loop"):
+            a = contenders[(n, variant)].analysis()
+            results[str(n)][variant]["analysis"] = a
+            row += (
+                f"{a['bytes_accessed'] / n / 1e6:>17.2f}{a['flops'] / n / 1e6:>13.1f}"
+                f"{a['working_set_bytes'] / 2**20:>17.1f}"
+            )
+        print(row)
     top = max(counts)
     for variant in ("cohort", "loop"):
         if ref and top > ref:
@@ -634,7 +668,7 @@ def parse_args(argv=None):
     if not args.counts or min(args.counts) < 1:
         parser.error("--counts must be positive integers")
     if args.steps < 1 or args.steps % SYNC_EVERY:
-        parser.error("--steps must be a positive multiple of the sync period ({SYNC_EVERY})")
+        parser.error(f"--steps must be a positive multiple of the sync period ({SYNC_EVERY})")
     if args.rounds < 1 or args.warmup < 0 or args.mesh_models < 1:
         parser.error("--rounds and --mesh-models must be >= 1, --warmup >= 0")
     unknown = sorted(set(args.sections) - set(SECTIONS))

@@ -115,6 +115,11 @@ def test_quick_run_end_to_end_in_a_fresh_process(tmp_path):
     two = saved["scale"]["2"]
     assert two["cohort"]["per_model_vs_n2"] == pytest.approx(1.0)
     assert two["cohort_over_loop"] > 0
+    assert "XLA's static analysis" in text
+    for variant in ("cohort", "loop"):
+        analysis = two[variant]["analysis"]
+        assert analysis["bytes_accessed"] > 0 and analysis["flops"] > 0
+        assert analysis["working_set_bytes"] > 0
     assert saved["mesh"]["1 device"]["vs_1_device"] == pytest.approx(1.0)
     assert saved["mesh"]["model=2,data=2"]["median_s"] > 0
     assert "pool model=2,data=2" in saved["collectives"]
