@@ -467,7 +467,9 @@ def test_qa_block_says_when_the_models_are_at_the_floor(f1, floor):
         "final_train_loss": {m: 4.0 for m in _specs.MODELS},
     }
     tuning = {"qa": {"best": 3e-3, "scores": {"0.003": 0.14}}}
-    text = " ".join(_sections._qa_floor(_results.Results((run,), tuning)))
+    lines, at_floor = _sections._qa_floor(_results.Results((run,), tuning))
+    text = " ".join(lines)
+    assert at_floor == floor
     assert f"dev F1 {100 * f1:.1f}" in text and "against 4.00" in text and "F1 14.0" in text
     assert ("at the floor" in text) == floor
 
@@ -489,3 +491,15 @@ def test_budget_table_sums_wall_time_per_experiment_and_setting():
     text = "\n".join(lines)
     assert "| tasks / ner | 3 models | 6,000 | 2 | 3.0 (2.0-4.0) | 6 | 1.0 (n=1) |" in text
     assert "In all: 2 runs, 6 minutes." in text
+
+
+def test_findings_at_the_floor_are_marked_and_left_out_of_the_grouping_advice():
+    findings = list(_sections.tasks(_ner_index()).findings)
+    floor = findings[0]._replace(
+        task="qa", model="roberta", method="mmo-role", claim="QA roberta", at_floor=True
+    )
+    text = "\n".join(_verdicts.verdicts([*findings, floor]).lines)
+    assert "(models at the floor)" in text
+    assert "models at the floor, not evidence either way" in text
+    assert "mmo-role:" not in text.split("Grouping:")[1]  # its only comparison was at the floor
+    assert "QA left out: models at the floor)." in text

@@ -53,6 +53,7 @@ class Finding(NamedTuple):
     model: str = ""
     method: str = ""
     diff: dict[str, float] | None = None
+    at_floor: bool = False  # the models of this comparison learned next to nothing
 
 
 class Section(NamedTuple):
@@ -336,6 +337,7 @@ def _qa_block(results, findings) -> list[str]:
         + ".",
         "",
     ]
+    floor_lines, at_floor = _qa_floor(results)
     rows = []
     for model in MODELS:
         ind_f1 = results.values("tasks", "qa", "independent", model, "f1")
@@ -355,7 +357,7 @@ def _qa_block(results, findings) -> list[str]:
                     task="qa",
                     model=model,
                     method=method,
-                )
+                )._replace(at_floor=at_floor)
                 findings.append(f)
                 diff = f.ours
             paper = {"independent": f"{p[0]}", PAPER: f"{p[1]}"}.get(method, "")
@@ -372,18 +374,19 @@ def _qa_block(results, findings) -> list[str]:
     lines += table(
         ["model", "method", "exact match", "F1", "F1 difference vs independent", "paper"], rows
     )
-    return lines + _qa_floor(results)
+    return lines + floor_lines
 
 
 # Below this mean dev F1 (0-1) of ``independent`` the QA models are called "at the floor".
 QA_FLOOR_F1 = 0.10
 
 
-def _qa_floor(results) -> list[str]:
-    """How far the independent QA models got: dev F1 and loss beside training and held-out."""
+def _qa_floor(results) -> tuple[list[str], bool]:
+    """How far the independent QA models got (dev F1 and loss beside training and
+    held-out), and whether they are at the floor (dev F1 under ``QA_FLOOR_F1``)."""
     runs = list(results.method_runs("tasks", "qa", "independent", MODELS[0]).values())
     if not runs:
-        return []
+        return [], False
     dev_f1 = float(np.mean([r["final"][m]["f1"] for r in runs for m in MODELS]))
     dev_loss = float(np.mean([r["final"][m]["loss"] for r in runs for m in MODELS]))
     train_loss = [
@@ -405,7 +408,8 @@ def _qa_floor(results) -> list[str]:
             "search; those questions share articles with the training ones)"
         )
     text += "."
-    if dev_f1 < QA_FLOOR_F1:
+    at_floor = dev_f1 < QA_FLOOR_F1
+    if at_floor:
         text += (
             f" With a dev F1 under {100 * QA_FLOOR_F1:.0f} the models are **at the floor**: "
             "the gap to the held-out training questions says they fit the training articles "
@@ -414,7 +418,7 @@ def _qa_floor(results) -> list[str]:
             "Larger models, more questions and pretrained encoders (a GPU budget) are what "
             "would test it."
         )
-    return [text, ""]
+    return [text, ""], at_floor
 
 
 def _more_data_block(results, findings) -> list[str]:

@@ -25,7 +25,15 @@ def verdicts(findings: Sequence[Finding]) -> Section:
     ]
     lines += table(
         ["claim", "paper", "ours", "verdict"],
-        [[f.claim, f.paper, f.ours, f"**{f.verdict}**"] for f in claims],
+        [
+            [
+                f.claim,
+                f.paper,
+                f.ours + (" (models at the floor)" if f.at_floor else ""),
+                f"**{f.verdict}**",
+            ]
+            for f in claims
+        ],
     )
     lines += ["### In short", ""]
     lines += [f"- {s}" for s in summarise(findings)]
@@ -50,12 +58,16 @@ def summarise(findings: Sequence[Finding]) -> list[str]:
     real = [f for f in findings if f.kind == "task" and f.diff is not None]
 
     def cells(verdict_):
-        by = {}
+        by, floor = {}, set()
         for f in real:
             if f.verdict == verdict_:
                 by.setdefault((f.task, f.model), []).append(f"{f.method} {f.ours}")
+                if f.at_floor:
+                    floor.add((f.task, f.model))
         return "; ".join(
-            f"{f'{TASK_NAMES[t]}'} {m} ({', '.join(v)})" for (t, m), v in sorted(by.items())
+            f"{TASK_NAMES[t]} {m} ({', '.join(v)})"
+            + (": models at the floor, not evidence either way" if (t, m) in floor else "")
+            for (t, m), v in sorted(by.items())
         )
 
     helps, hurts = cells(HELD), cells(CONTRADICTED)
@@ -75,7 +87,7 @@ def summarise(findings: Sequence[Finding]) -> list[str]:
         )
         score = {}
         for method in JOINT:
-            fs = [f for f in real if f.method == method]
+            fs = [f for f in real if f.method == method and not f.at_floor]
             if not fs:
                 continue
             means = [f.diff["mean"] for f in fs if f.diff["n"]]
@@ -86,7 +98,11 @@ def summarise(findings: Sequence[Finding]) -> list[str]:
                 len(fs),
             )
         if score:
-            out.append(_grouping_advice(score))
+            floor = sorted({TASK_NAMES[f.task] for f in real if f.at_floor})
+            advice = _grouping_advice(score)
+            if floor:
+                advice = advice[:-1] + f"; {', '.join(floor)} left out: models at the floor)."
+            out.append(advice)
     cost = [f for f in findings if f.kind == "cost"]
     if cost:
         out.append(
