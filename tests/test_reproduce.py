@@ -259,6 +259,7 @@ def test_qa_block_reports_exact_match_and_f1_with_n():
     assert "| bert | mmo-role-depth | 10.0 ± 0.0 [10.0, 10.0] (n=2) | 25.5 ± 0.7" in text
     assert "+5.0 [+5.0, +5.0] (n=2)" in text
     assert "| bert | independent |" in text and "| 78.3 |" in text
+    assert "How far the models got (independent, 2 seed(s)" in text and "dev loss" not in text
 
 
 def test_verdicts_table_and_summary_are_computed_from_findings():

@@ -8,6 +8,7 @@ figures or reloads data.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -388,7 +389,8 @@ def _qa_floor(results) -> tuple[list[str], bool]:
     if not runs:
         return [], False
     dev_f1 = float(np.mean([r["final"][m]["f1"] for r in runs for m in MODELS]))
-    dev_loss = float(np.mean([r["final"][m]["loss"] for r in runs for m in MODELS]))
+    losses = [r["final"][m].get("loss") for r in runs for m in MODELS]
+    dev_loss = float(np.mean(losses)) if None not in losses else math.nan
     train_loss = [
         r["final_train_loss"][m] for r in runs if r.get("final_train_loss") for m in MODELS
     ]
@@ -396,10 +398,13 @@ def _qa_floor(results) -> tuple[list[str], bool]:
     held = tuning.get("scores", {}).get(f"{tuning.get('best', 0):g}")
     text = (
         f"How far the models got (independent, {len(runs)} seed(s), mean of the three "
-        f"models): dev F1 {100 * dev_f1:.1f}, dev loss {dev_loss:.2f} (the mean of the start "
-        f"and end cross-entropies; a uniform guess over 384 positions scores "
-        f"{np.log(384):.2f})"
+        f"models): dev F1 {100 * dev_f1:.1f}"
     )
+    if not math.isnan(dev_loss):
+        text += (
+            f", dev loss {dev_loss:.2f} (the mean of the start and end cross-entropies; a "
+            f"uniform guess over 384 positions scores {np.log(384):.2f})"
+        )
     if train_loss:
         text += f" against {np.mean(train_loss):.2f} on the last training batches"
     if held is not None:
