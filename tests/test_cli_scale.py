@@ -225,7 +225,7 @@ def _two_processes(argv, tmp_path):
     return procs, logs
 
 
-def _wait_all(procs, logs, timeout=600):
+def _wait_all(procs, timeout=600):
     try:
         return [p.wait(timeout=timeout) for p in procs]
     finally:
@@ -374,7 +374,7 @@ def test_two_processes_train_the_cohort_as_one_process_does(cohort_run, tmp_path
     workdir = tmp_path / "two"
     argv = [*TINY, "--workdir", str(workdir), "--max-steps", "4", "--mesh", "model=2,data=2"]
     procs, logs = _two_processes(argv, tmp_path)
-    codes = _wait_all(procs, logs)
+    codes = _wait_all(procs)
     assert codes == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
     a, b = _final_eval(plain), _final_eval(workdir)
     assert a["update"] == b["update"] == 4
@@ -403,7 +403,7 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tmp_path):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     procs[1].send_signal(signal.SIGTERM)
-    codes = _wait_all(procs, logs)
+    codes = _wait_all(procs)
     text = "\n".join(log.read_text()[-3000:] for log in logs)
     assert codes == [128 + signal.SIGTERM] * 2, text
     records = _metrics.read_metrics(metrics)

@@ -99,10 +99,7 @@ def summarise(findings: Sequence[Finding]) -> list[str]:
             )
         if score:
             floor = sorted({TASK_NAMES[f.task] for f in real if f.at_floor})
-            advice = _grouping_advice(score)
-            if floor:
-                advice = advice[:-1] + f"; {', '.join(floor)} left out: models at the floor)."
-            out.append(advice)
+            out.append(_grouping_advice(score, floor))
     cost = [f for f in findings if f.kind == "cost"]
     if cost:
         out.append(
@@ -126,12 +123,15 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _grouping_advice(score: dict[str, tuple[int, int, float, int]]) -> str:
+def _grouping_advice(
+    score: dict[str, tuple[int, int, float, int]], left_out: Sequence[str] = ()
+) -> str:
     """Which grouping to use: fewest significant losses, then most gains, then the mean.
 
     ``score``: method -> (gains, losses, mean difference, comparisons). Methods
     equal on gains and losses whose mean differences are within half a point
-    are reported as tied.
+    are reported as tied. ``left_out``: tasks whose comparisons were not scored
+    because their models are at the floor.
     """
     rank = sorted(score, key=lambda m: (score[m][1], -score[m][0], -np.nan_to_num(score[m][2])))
     best = rank[0]
@@ -148,5 +148,7 @@ def _grouping_advice(score: dict[str, tuple[int, int, float, int]]) -> str:
     choice = best if len(tied) == 1 else " or ".join(tied) + " (tied)"
     return (
         f"Grouping: use {choice}: fewest significant losses, then most significant gains, "
-        f"then the largest mean difference over the real-task comparisons ({detail})."
+        f"then the largest mean difference over the real-task comparisons ({detail}"
+        + (f"; {', '.join(left_out)} left out: models at the floor" if left_out else "")
+        + ")."
     )
