@@ -29,8 +29,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from helpers import cohort_optimizer
 from jax.experimental import multihost_utils
-from test_cohorts import BERT, GPT2, batch_at, bert_params, gpt2_params, optimizer
+from test_cohorts import BERT, GPT2, batch_at, bert_params, gpt2_params
 
 import mmojax
 from mmojax import train as mtrain
@@ -48,7 +49,7 @@ def cohort_tree() -> dict[str, Any]:
 
 def make_tx():
     """The tests' role_depth optimizer (syncs every 4 updates), with weights for ``K`` members."""
-    return optimizer("role_depth", cohort_tree(), model_weights=WEIGHTS)
+    return cohort_optimizer("role_depth", WEIGHTS)
 
 
 def train(state, step, start: int, stop: int, mesh=None):
