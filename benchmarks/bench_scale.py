@@ -359,94 +359,104 @@ class Steps:
     def __init__(self, fns):
         self.fns, self.tx, self.cache = fns, mmojax.multi_model_optimizer(), {}
 
-    def get(self, names, mesh=None, spec=None):
-        key = (tuple(names), spec)
+    def get(self, names, mesh=None, spec=None, chunk=None):
+        key = (tuple(names), spec, chunk)
         if key not in self.cache:
             models = {name: self.fns for name in names}
-            self.cache[key] = _step.make_train_step(models, self.tx, mesh=mesh)
+            self.cache[key] = _step.make_train_step(models, self.tx, mesh=mesh, cohort_chunk=chunk)
         return self.cache[key]
 
     def state(self, params, seed):
         return _step.init_train_state(params, self.tx, seed)
 
 
+def _variants(args) -> list[str]:
+    """Section 1's contenders: the cohort as one vmap, in chunks (when asked), the loop."""
+    chunked = [f"cohort/{args.cohort_chunk}"] if args.cohort_chunk else []
+    return ["cohort", *chunked, "loop"]
+
+
+def _variant_label(variant: str) -> str:
+    if variant.startswith("cohort/"):
+        return f"cohort, chunks of {variant.split('/')[1]}"
+    return {"cohort": "cohort, one vmap", "loop": "unstacked loop"}[variant]
+
+
 def section_scale(args, steps: Steps, members, batch) -> dict:
-    counts = args.counts
+    counts, variants = args.counts, _variants(args)
+    chunk_note = (
+        f", the cohort run in chunks of {args.cohort_chunk} members (lax.map of a vmap, "
+        "make_train_step(cohort_chunk=...))"
+        if args.cohort_chunk
+        else ""
+    )
     print(
-        f"\n=== 1. scale: N models of one architecture, stacked cohort (one vmap) vs "
-        f"unstacked loop (one jit); {args.rounds} interleaved rounds of {args.steps} steps "
-        f"(sync every {SYNC_EVERY} updates included), "
-        "medians ==="
+        f"\n=== 1. scale: N models of one architecture, stacked cohort (one vmap){chunk_note} "
+        f"vs unstacked loop (one jit); {args.rounds} interleaved rounds of {args.steps} steps "
+        f"(sync every {SYNC_EVERY} updates included), medians ==="
     )
     contenders = {}
     for n in counts:
         cohort = {"bert": mmojax.stack_models(members[:n])}
         loop = {f"bert/{i}": members[i] for i in range(n)}
-        for variant, params in (("cohort", cohort), ("loop", loop)):
+        for variant in variants:
+            params = loop if variant == "loop" else cohort
+            chunk = int(variant.split("/")[1]) if "/" in variant else None
             contenders[(n, variant)] = Contender(
-                steps.get(params), steps.state(params, args.seed), batch
+                steps.get(params, chunk=chunk), steps.state(params, args.seed), batch
             )
     print("first call (compile + one step), s:")
-    print(f"{'N':>3}{'cohort':>10}{'loop':>10}")
+    print(f"{'N':>3}" + "".join(f"{_variant_label(v):>22}" for v in variants))
     for n in counts:
-        print(
-            f"{n:>3}{contenders[(n, 'cohort')].first_call_s:>10.2f}"
-            f"{contenders[(n, 'loop')].first_call_s:>10.2f}"
-        )
+        print(f"{n:>3}" + "".join(f"{contenders[(n, v)].first_call_s:>22.2f}" for v in variants))
     med = timed(contenders, args)
     per_model = {key: med[key]["median_s"] / key[0] for key in med}
     ref = 2 if 2 in counts else None
-    print(f"\n{'':>3}  {' stacked cohort (one vmap) ':-^42}  {' unstacked loop (one jit) ':-^42}")
     print(
-        f"{'N':>3}{'ms/step':>10}{'ms/model':>10}{'vs N=2':>9}{'min..max ms':>15}"
-        f"{'ms/step':>10}{'ms/model':>10}{'vs N=2':>9}{'min..max ms':>15}{'cohort/loop':>13}"
+        f"\n{'N':>3}  {'contender':<22}{'ms/step':>10}{'ms/model':>10}{'vs N=2':>9}"
+        f"{'min..max ms':>16}{'vs loop':>9}"
     )
     results = {}
     for n in counts:
-        row, entry = f"{n:>3}", {}
-        for variant in ("cohort", "loop"):
+        entry = {}
+        for variant in variants:
             m = med[(n, variant)]
             rel = per_model[(n, variant)] / per_model[(ref, variant)] if ref else float("nan")
+            vs_loop = m["median_s"] / med[(n, "loop")]["median_s"]
             spread = f"{1e3 * m['min_s']:.1f}..{1e3 * m['max_s']:.1f}"
-            row += (
-                f"{1e3 * m['median_s']:>10.2f}{1e3 * per_model[(n, variant)]:>10.2f}"
-                f"{rel:>9.3f}{spread:>15}"
+            print(
+                f"{n:>3}  {_variant_label(variant):<22}{1e3 * m['median_s']:>10.2f}"
+                f"{1e3 * per_model[(n, variant)]:>10.2f}{rel:>9.3f}{spread:>16}{vs_loop:>9.3f}"
             )
             entry[variant] = {
                 **m,
                 "per_model_s": per_model[(n, variant)],
                 "per_model_vs_n2": rel,
+                "over_loop": vs_loop,
                 "first_call_s": contenders[(n, variant)].first_call_s,
             }
-        ratio = med[(n, "cohort")]["median_s"] / med[(n, "loop")]["median_s"]
-        entry["cohort_over_loop"] = ratio
-        print(row + f"{ratio:>13.3f}")
+        entry["cohort_over_loop"] = entry["cohort"]["over_loop"]
         results[str(n)] = entry
     print(
         "\nXLA's static analysis of the same compiled steps (no timing): per model, bytes "
         "accessed and flops; working set = train state + the step's temporaries"
     )
-    print(
-        f"{'N':>3}{'cohort MB/model':>17}{'Mflop/model':>13}{'working set MiB':>17}"
-        f"{'loop MB/model':>15}{'Mflop/model':>13}{'working set MiB':>17}"
-    )
+    print(f"{'N':>3}  {'contender':<22}{'MB/model':>10}{'Mflop/model':>13}{'working set MiB':>17}")
     for n in counts:
-        row = f"{n:>3}"
-        for variant in ("cohort", "loop"):
+        for variant in variants:
             a = contenders[(n, variant)].analysis()
             results[str(n)][variant]["analysis"] = a
-            row += (
-                f"{a['bytes_accessed'] / n / 1e6:>17.2f}{a['flops'] / n / 1e6:>13.1f}"
-                f"{a['working_set_bytes'] / 2**20:>17.1f}"
+            print(
+                f"{n:>3}  {_variant_label(variant):<22}{a['bytes_accessed'] / n / 1e6:>10.2f}"
+                f"{a['flops'] / n / 1e6:>13.1f}{a['working_set_bytes'] / 2**20:>17.1f}"
             )
-        print(row)
     top = max(counts)
-    for variant in ("cohort", "loop"):
+    for variant in variants:
         if ref and top > ref:
             rel = per_model[(top, variant)] / per_model[(ref, variant)]
             verdict = "PASS" if rel <= TARGET else "MISS"
             print(
-                f"{variant}: per-model time at N={top} / N={ref} = {rel:.3f} "
+                f"{_variant_label(variant)}: per-model time at N={top} / N={ref} = {rel:.3f} "
                 f"(target <= {TARGET:.2f}) {verdict}"
             )
     if jax.default_backend() == "cpu":
@@ -652,6 +662,13 @@ def parse_args(argv=None):
     parser.add_argument(
         "--sections", default=",".join(SECTIONS), help=f"comma-separated of {SECTIONS}"
     )
+    parser.add_argument(
+        "--cohort-chunk",
+        type=int,
+        default=4,
+        help="section 1 also times the cohort run in chunks of this many members "
+        "(make_train_step(cohort_chunk=...)); 0: not (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--cache-dir",
@@ -669,6 +686,8 @@ def parse_args(argv=None):
         parser.error("--counts must be positive integers")
     if args.steps < 1 or args.steps % SYNC_EVERY:
         parser.error(f"--steps must be a positive multiple of the sync period ({SYNC_EVERY})")
+    if args.cohort_chunk < 0:
+        parser.error("--cohort-chunk must be >= 0")
     if args.rounds < 1 or args.warmup < 0 or args.mesh_models < 1:
         parser.error("--rounds and --mesh-models must be >= 1, --warmup >= 0")
     unknown = sorted(set(args.sections) - set(SECTIONS))

@@ -43,14 +43,16 @@ A new run refuses a --workdir that is not empty (--resume continues the run ther
 deletes it first). --resume keeps the run's saved settings; of the other flags it accepts only
 --epochs (to extend the run: the learning-rate schedule is re-planned over the new length),
 --max-steps, --eval-every, --log-every, --checkpoint-every, --keep-checkpoints,
---max-nonfinite, --no-progress, --no-export, --mesh (the checkpoint is resharded) and the
-process flags, and refuses any other flag whose value differs.
+--max-nonfinite, --no-progress, --no-export, --mesh (the checkpoint is resharded),
+--cohort-chunk and the process flags, and refuses any other flag whose value differs.
 
 Cohorts: --members bert=4 trains model bert as 4 members of its architecture, stacked and run
 as one vmapped model; member i is the model bert/i in the metrics, the results, the plots and
 the export (WORKDIR/export/bert/i). Each member starts from its own seed (or, with bert=DIR in
 --models, from the same checkpoint with its own head); --model-weights bert=W weighs every
-member. Cohorts do not support --coupling or --gradient-cosines.
+member. Cohorts do not support --coupling or --gradient-cosines. --cohort-chunk C runs the
+members' forward and backward C at a time (less memory at once; on a CPU, faster for large
+cohorts).
 
 Devices: --mesh model=M,data=D trains on M x D devices: each batch is split over D (so
 --batch-size must be a multiple of D) and the members of cohorts are spread over M (each
@@ -243,6 +245,14 @@ def _add_train_parser(sub) -> argparse.ArgumentParser:
         default=None,
         help="NAME=K,...: train model NAME as a cohort of K members of its architecture "
         "(named NAME/0 ... NAME/K-1), each with its own seed, run as one vmapped model",
+    )
+    g.add_argument(
+        "--cohort-chunk",
+        type=_optional(positive),
+        default=None,
+        help="C: run each cohort's forward and backward over chunks of C members instead of "
+        "one vmap of all (same results, less memory at once; on a CPU faster for large "
+        "cohorts; not with a mesh's model axis)",
     )
     g.add_argument(
         "--preset", default=d["preset"], choices=("tiny", "small", "base"), help="model sizes"

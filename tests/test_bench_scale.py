@@ -100,13 +100,18 @@ def test_quick_run_end_to_end_in_a_fresh_process(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = proc.stdout
     assert "4 device(s)" in text and "xla_force_host_platform_device_count=4" in text
-    for row in ("=== 1. scale", "cohort/loop", "=== 2. mesh", "=== 3. collectives"):
+    for row in ("=== 1. scale", "vs loop", "=== 2. mesh", "=== 3. collectives"):
         assert row in text
     lines = text.splitlines()
-    # N, then ms/step, ms/model, vs N=2, min..max for the cohort and for the loop, cohort/loop
-    rows = {f[0]: f for f in map(str.split, lines) if len(f) == 10 and f[0].isdigit()}
-    assert set(rows) == {"2"}
-    assert rows["2"][3] == rows["2"][7] == "1.000"
+    # N, contender, ms/step, ms/model, vs N=2, min..max, vs loop: one row per contender
+    rows = {
+        line[5:27].strip(): line[27:].split()
+        for line in lines
+        if line[:3].strip() == "2" and len(line[27:].split()) == 5
+    }
+    assert set(rows) == {"cohort, one vmap", "cohort, chunks of 4", "unstacked loop"}
+    assert all(row[2] == "1.000" for row in rows.values())
+    assert rows["unstacked loop"][4] == "1.000"
     assert any(line.startswith("1 device") for line in lines)
     assert any(line.startswith("model=2,data=2") for line in lines)
     assert "host devices share" in text and "vmap over the members may be slower" in text
@@ -116,7 +121,8 @@ def test_quick_run_end_to_end_in_a_fresh_process(tmp_path):
     assert two["cohort"]["per_model_vs_n2"] == pytest.approx(1.0)
     assert two["cohort_over_loop"] > 0
     assert "XLA's static analysis" in text
-    for variant in ("cohort", "loop"):
+    assert two["cohort/4"]["per_model_vs_n2"] == pytest.approx(1.0)
+    for variant in ("cohort", "cohort/4", "loop"):
         analysis = two[variant]["analysis"]
         assert analysis["bytes_accessed"] > 0 and analysis["flops"] > 0
         assert analysis["working_set_bytes"] > 0

@@ -111,6 +111,8 @@ def test_members_mesh_and_process_flags_become_config_fields():
     assert config.model_names() == ["bert/0", "bert/1", "bert/2", "bert/3", "gpt2"]
     plain = _parse("--models", "bert,gpt2", "--mesh", "none")
     assert (plain.members, plain.mesh, plain.coordinator) == (None, None, None)
+    assert plain.cohort_chunk is None
+    assert _parse("--members", "bert=4", "--cohort-chunk", "2").cohort_chunk == 2
     assert plain.model_names() == ["bert", "gpt2"]
 
 
@@ -119,6 +121,7 @@ def test_members_mesh_and_process_flags_become_config_fields():
     [
         (["--members", "bert"], "bert=4,gpt2=2"),
         (["--members", "bert=two"], "must be an integer"),
+        (["--cohort-chunk", "0"], ">= 1"),
         (["--num-processes", "0"], ">= 1"),
         (["--process-id", "-1"], ">= 0"),
     ],
@@ -168,6 +171,11 @@ def test_resume_takes_the_process_flags_of_its_own_command_line(tmp_path):
         (["--mesh", "data=3"], ["--mesh", "multiple of 3", "--batch-size"]),
         (["--mesh", "model=2"], ["--mesh", "no cohort", "--members"]),
         (["--mesh", "model=2", "--members", "bert=3"], ["--mesh", "bert has 3"]),
+        (["--cohort-chunk", "2"], ["--cohort-chunk", "no cohort", "--members"]),
+        (
+            ["--cohort-chunk", "2", "--members", "bert=2", "--mesh", "model=2"],
+            ["--cohort-chunk", "spreads over 2 device groups"],
+        ),
         (
             ["--mesh", "model=4,data=2", "--members", "bert=4"],
             ["--mesh", "needs 8 devices, there are 4", "xla_force_host_platform_device_count"],
@@ -239,10 +247,13 @@ def _wait_all(procs, timeout=600):
 
 @pytest.fixture(scope="module")
 def cohort_run(tmp_path_factory):
-    """The cohort bert=2 trained for 4 updates without a mesh."""
+    """The cohort bert=2 trained for 4 updates without a mesh, one member at a time."""
     workdir = tmp_path_factory.mktemp("scale") / "cohort"
-    code, out, err = run_cli("train", *TINY, "--workdir", str(workdir), "--max-steps", "4")
+    code, out, err = run_cli(
+        "train", *TINY, "--workdir", str(workdir), "--max-steps", "4", "--cohort-chunk", "1"
+    )
     assert code == 0, err
+    assert json.loads((workdir / "config.json").read_text())["cohort_chunk"] == 1
     return workdir, out
 
 

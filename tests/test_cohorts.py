@@ -330,8 +330,8 @@ def test_accumulated_updates_on_a_cohort_equal_separate_models():
 # ---------------------------------------------------------------------- the train step
 
 
-def _train(params, models, tx, steps, donate=True):
-    step = make_train_step(models, tx, donate=donate)
+def _train(params, models, tx, steps, donate=True, **step_options):
+    step = make_train_step(models, tx, donate=donate, **step_options)
     state = init_train_state(params, tx, seed=3)
     history = []
     for i in range(steps):
@@ -367,6 +367,31 @@ def test_train_step_with_a_vmapped_cohort_equals_separate_models(grouping):
     # The members see different dropout masks: their losses differ although
     # two of them would otherwise be fed the same batch with similar weights.
     assert len({round(float(x), 6) for x in history[0]["bert"]["loss"]}) == K
+
+
+@pytest.mark.parametrize("chunk", [1, 3])  # 3: chunks of 3 and 1 (K = 4)
+def test_a_cohort_run_in_chunks_of_members_equals_one_vmap(chunk):
+    steps = 5  # a sync at 4
+    cohort = cohort_tree()
+    models = {"bert": BERT, "gpt2": GPT2}
+    state, history = _train(cohort, models, optimizer("role_depth", cohort), steps)
+    got, got_history = _train(
+        cohort, models, optimizer("role_depth", cohort), steps, cohort_chunk=chunk
+    )
+    assert_trees_differ(got.params["bert"].params, cohort["bert"].params)
+    assert_trees_close(got.params, state.params)
+    for metrics, ref in zip(got_history, history):
+        np.testing.assert_allclose(metrics["bert"]["loss"], ref["bert"]["loss"], rtol=1e-5)
+
+
+def test_cohort_chunk_must_be_a_positive_int_and_not_on_a_model_axis():
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="cohort_chunk must be an int >= 1"):
+            make_train_step({"bert": BERT}, optax.sgd(0.1), cohort_chunk=bad)
+    devices = np.array(jax.devices()[:2]).reshape(2, 1)
+    mesh = jax.sharding.Mesh(devices, ("model", "data"))
+    with pytest.raises(ValueError, match="'model' axis spreads over 2 device groups"):
+        make_train_step({"bert": BERT}, optax.sgd(0.1), cohort_chunk=2, mesh=mesh)
 
 
 def test_a_nonfinite_member_is_skipped_alone():

@@ -119,6 +119,78 @@ def test_accumulate_only_call_copies_no_state():
     assert _entry_copies(_donated_step(tx, params), 64) == []
 
 
+def _accumulating_optimizer(**overrides):
+    settings = dict(
+        learning_rate=1e-2,
+        warmup_steps=2,
+        total_steps=40,
+        model_weights=WEIGHTS,
+        sync_every=3,
+        convergence_window=3,
+        convergence_update_every=2,
+        gradient_accumulation_steps=3,
+    )
+    return mmojax.multi_model_optimizer(**{**settings, **overrides})
+
+
+def test_accumulation_steps_names_the_k_of_an_accumulating_optimizer():
+    assert mmojax.accumulation_steps(_accumulating_optimizer()) == 3
+    assert mmojax.accumulation_steps(_accumulating_optimizer(gradient_accumulation_steps=1)) == 1
+    inner = optax.adamw(1e-3)
+    assert mmojax.accumulation_steps(inner) == 1
+    assert (
+        mmojax.accumulation_steps(mmojax.accumulate_gradients(inner, gradient_accumulation_steps=4))
+        == 4
+    )
+    # A wrapper is another transformation: the plain path, still correct.
+    assert mmojax.accumulation_steps(optax.chain(_accumulating_optimizer())) == 1
+
+
+def _micro_batch_step(tx, through_cond):
+    def step(p, s, i):
+        g = grads_at(p, i)
+
+        def update(p, s, g, losses):
+            u, s = tx.update(g, s, p, losses=losses)
+            return optax.apply_updates(p, u), s
+
+        if through_cond:
+            return mmojax.update_or_accumulate(tx, update, g, s, p, losses=LOSSES)
+        return update(p, s, g, LOSSES)
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def test_update_or_accumulate_gives_the_optax_path_parameters_and_state():
+    # 14 micro-batches = 4 updates (and 2 held), spanning sync steps 3 and the estimator.
+    params = make_tree(2)
+    tx = _accumulating_optimizer()
+    out = {}
+    for through_cond in (True, False):
+        fn = _micro_batch_step(tx, through_cond)
+        p, s = jax.tree.map(jnp.copy, params), tx.init(params)
+        for i in range(14):
+            p, s = fn(p, s, jnp.float32(i))
+        out[through_cond] = (p, s)
+    assert_trees_differ(out[True][0], params)
+    assert_trees_equal(out[True], out[False], rtol=1e-6, atol=1e-7)
+    assert int(out[True][1].mini_step) == 14 % 3
+
+
+def test_an_accumulate_only_micro_batch_copies_no_state():
+    params = {m: {"w": jnp.ones((64, 64))} for m in "ab"}
+    tx = mmojax.accumulate_gradients(optax.adamw(1e-3), gradient_accumulation_steps=2)
+    compiled = (
+        _micro_batch_step(tx, through_cond=True)
+        .lower(params, tx.init(params), jnp.float32(0))
+        .compile()
+    )
+    assert _entry_copies(compiled, 64) == []
+    # The whole update, apply_updates included, sits in one branch of the entry's conditional.
+    entry = compiled.as_text()[compiled.as_text().index("ENTRY") :]
+    assert "conditional(" in entry
+
+
 def test_inject_hyperparams_share_gradients_without_recompiling():
     grads = make_tree(2)
     tx = optax.inject_hyperparams(mmojax.share_gradients)(alpha=0.2)

@@ -6,6 +6,7 @@ import signal
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import mmojax
@@ -104,6 +105,43 @@ def test_nonfinite_model_is_skipped_and_counted():
     assert int(state.nonfinite["bad"]) == 2 and int(state.skipped["bad"]) == 2
     assert int(state.nonfinite["good"]) == 0
     assert not bool(metrics["bad"]["finite"]) and bool(metrics["good"]["finite"])
+
+
+def test_an_accumulating_step_equals_the_optax_path_and_skips_the_update_between():
+    fns = mtrain.ModelFns(
+        lambda p, b, train, rng: jnp.tanh(b["x"] @ p["mlp"]["kernel"]),
+        lambda out, b: (jnp.mean((out - b["y"]) ** 2), {}),
+    )
+    params = {
+        m: {"mlp": {"kernel": jax.random.normal(jax.random.PRNGKey(i), (3, 2))}}
+        for i, m in enumerate("ab")
+    }
+    tx = mmojax.multi_model_optimizer(
+        learning_rate=0.1, warmup_steps=0, sync_every=2, gradient_accumulation_steps=3
+    )
+    # The same optimizer, unknown to update_or_accumulate: the optax path.
+    plain = optax.GradientTransformationExtraArgs(lambda p: tx.init(p), tx.update)
+    assert mmojax.accumulation_steps(tx) == 3 and mmojax.accumulation_steps(plain) == 1
+    out = {}
+    for name, t in (("cond", tx), ("optax", plain)):
+        state = mtrain.init_train_state(params, t, seed=0)
+        step = mtrain.make_train_step({"a": fns, "b": fns}, t)
+        kernels = []
+        for i in range(8):  # updates on micro-batches 3 and 6 (1-based)
+            x = jax.random.normal(jax.random.PRNGKey(10 + i), (4, 3))
+            state, _ = step(state, {"x": x, "y": jnp.sin(x[:, :2])})
+            kernels.append(np.asarray(state.params["a"]["mlp"]["kernel"]))
+        out[name] = (state, kernels)
+    (got, got_k), (ref, ref_k) = out["cond"], out["optax"]
+    for k, r in zip(got_k, ref_k):  # after every micro-batch, not only at the end
+        np.testing.assert_allclose(k, r, rtol=0, atol=1e-6)
+    leaves_close(got.params, ref.params)
+    leaves_close(got.opt_state, ref.opt_state)
+    changed = [
+        not np.array_equal(k, prev)
+        for prev, k in zip([params["a"]["mlp"]["kernel"]] + got_k, got_k)
+    ]
+    assert changed == [False, False, True, False, False, True, False, False]
 
 
 @pytest.mark.slow

@@ -6,6 +6,8 @@ Imports only jax, numpy and optax. Every public name is re-exported by
 
 from mmojax.optim._accumulate import AccumulateState as AccumulateState
 from mmojax.optim._accumulate import accumulate_gradients as accumulate_gradients
+from mmojax.optim._accumulate import accumulation_steps as accumulation_steps
+from mmojax.optim._accumulate import update_or_accumulate as update_or_accumulate
 from mmojax.optim._align import DEFAULT_ALIGN_RULES as DEFAULT_ALIGN_RULES
 from mmojax.optim._align import Alignment as Alignment
 from mmojax.optim._align import AlignRule as AlignRule
@@ -58,6 +60,8 @@ __all__ = (
     "SharingPlan",
     "SyncState",
     "accumulate_gradients",
+    "accumulation_steps",
+    "update_or_accumulate",
     "align_parameters",
     "classify_parameters",
     "clip_by_model_global_norm",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -71,16 +73,7 @@ def accumulate_gradients(
         )
 
     def update_fn(updates, state, params=None, *, losses=None, **extra_args):
-        grads = jax.tree.map(lambda a, u: a + u.astype(a.dtype), state.grads, updates)
-        if losses is not None:
-            missing = [m for m in state.losses if m not in losses]
-            if missing:
-                raise ValueError(f"losses is missing models {missing}; got {sorted(losses)}")
-            loss_sum = {
-                m: state.losses[m] + jnp.asarray(losses[m], jnp.float32) for m in state.losses
-            }
-        else:
-            loss_sum = state.losses
+        grads, loss_sum = _add(state, updates, losses)
         emit = state.mini_step == every_k - 1
 
         def apply_inner(operand):
@@ -110,4 +103,77 @@ def accumulate_gradients(
         mini_step = jnp.where(emit, 0, state.mini_step + 1).astype(jnp.int32)
         return out, AccumulateState(mini_step, grads, loss_sum, inner_state)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    _EVERY_K[init_fn] = every_k
+    return tx
+
+
+# ``init`` of every transformation built by accumulate_gradients -> its k.
+_EVERY_K: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _add(state: AccumulateState, updates, losses):
+    """``(grads, losses)`` sums with one more micro-batch added."""
+    grads = jax.tree.map(lambda a, u: a + u.astype(a.dtype), state.grads, updates)
+    if losses is None:
+        return grads, state.losses
+    missing = [m for m in state.losses if m not in losses]
+    if missing:
+        raise ValueError(f"losses is missing models {missing}; got {sorted(losses)}")
+    return grads, {m: state.losses[m] + jnp.asarray(losses[m], jnp.float32) for m in state.losses}
+
+
+def accumulation_steps(tx: optax.GradientTransformation) -> int:
+    """``gradient_accumulation_steps`` of ``tx`` if :func:`accumulate_gradients`
+    built it (so does :func:`mmojax.multi_model_optimizer` with accumulation), else 1."""
+    return _EVERY_K.get(tx.init, 1)
+
+
+def update_or_accumulate(
+    tx: optax.GradientTransformation,
+    step_fn: Callable[..., tuple[Any, Any]],
+    grads: Any,
+    state: Any,
+    params: Any,
+    *,
+    losses: dict[str, jax.Array] | None = None,
+) -> tuple[Any, Any]:
+    """``(params, state)`` after one micro-batch, an accumulate-only one costing one add.
+
+    ``step_fn(params, state, grads, losses) -> (params, state)`` is the
+    caller's whole update: ``tx.update(grads, state, params, losses=losses)``
+    with the ``grads`` and ``losses`` it is given, then
+    ``optax.apply_updates`` and whatever else the caller does. When ``tx``
+    accumulates gradients (see :func:`accumulation_steps`), the micro-batch's
+    ``grads`` and ``losses`` are added into the accumulator first (in place
+    in a donated step) and ``step_fn`` runs only on the micro-batch that
+    completes an update (given zeros to add, it averages the sums), inside a
+    ``lax.cond`` whose other branch passes ``params`` and the inner state
+    through: no copy, and no zero updates written and applied as the optax
+    interface must otherwise do. The predicate is the unbatched micro-batch
+    count, so the conditional stays a branch under ``jax.vmap`` too.
+    Otherwise ``step_fn(params, state, grads, losses)``.
+    """
+    every_k = accumulation_steps(tx)
+    if every_k == 1 or not isinstance(state, AccumulateState):
+        return step_fn(params, state, grads, losses)
+    # As in update_fn: the sums are formed outside the conditional, so the
+    # accumulator is added into in place and passed through the branch that
+    # only accumulates.
+    grads_sum, loss_sum = _add(state, grads, losses)
+    no_losses = None if losses is None else jax.tree.map(jnp.zeros_like, loss_sum)
+
+    def update(operand):
+        params, summed = operand
+        return step_fn(params, summed, jax.tree.map(jnp.zeros_like, grads), no_losses)
+
+    def accumulate(operand):
+        params, summed = operand
+        return params, summed._replace(mini_step=summed.mini_step + 1)
+
+    return jax.lax.cond(
+        state.mini_step == every_k - 1,
+        update,
+        accumulate,
+        (params, state._replace(grads=grads_sum, losses=loss_sum)),
+    )

@@ -49,6 +49,7 @@ RESUMABLE_FIELDS = (
     "progress",
     "export",
     "mesh",
+    "cohort_chunk",
     "coordinator",
     "num_processes",
     "process_id",
@@ -91,7 +92,10 @@ class TrainConfig:
     every member (their heads seeded per member); ``model_weights`` gives all
     members of a cohort the cohort's weight. Cohorts do not support
     ``coupling`` or ``gradient_cosines``. :meth:`model_names` lists the
-    models a run trains, members by their member names.
+    models a run trains, members by their member names. ``cohort_chunk=C``
+    runs each cohort's forward and backward over chunks of ``C`` members
+    (same results; less activation memory at once, which on a CPU keeps a
+    large cohort's step in cache; see :func:`mmojax.train.make_train_step`).
 
     Devices: ``mesh="model=M,data=D"`` trains on a ``(model, data)`` device
     mesh (see :mod:`mmojax.train._mesh`): every batch is split over ``D``
@@ -170,6 +174,7 @@ class TrainConfig:
     export: bool = True
     members: Mapping[str, int] | None = None
     mesh: str | None = None
+    cohort_chunk: int | None = None
     coordinator: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
@@ -264,6 +269,7 @@ class TrainConfig:
                 self, "model_weights", {m: w for m, w in weights.items() if m in self.models}
             )
         self._check_mesh()
+        self._check_cohort_chunk()
         check_processes(self.coordinator, self.num_processes, self.process_id)
         # Fail at construction, not mid-run, on bad optimizer hyperparameters.
         self.optimizer(total_updates=max(1000, self.warmup_steps + 1))
@@ -355,6 +361,24 @@ class TrainConfig:
                     f"(--members)"
                 )
         object.__setattr__(self, "mesh", text)
+
+    def _check_cohort_chunk(self) -> None:
+        """Checks ``cohort_chunk`` against the cohorts and the mesh."""
+        if self.cohort_chunk is None:
+            return
+        _check_int("cohort_chunk", self.cohort_chunk, 1)
+        if not self.members:
+            raise ValueError(
+                f"cohort_chunk={self.cohort_chunk} splits the members of cohorts into chunks, "
+                "and this run has no cohort (--members NAME=K)"
+            )
+        shape = self.mesh_shape()
+        if shape is not None and shape["model"] > 1:
+            raise ValueError(
+                f"cohort_chunk={self.cohort_chunk} loops over each cohort's members, which "
+                f"mesh {self.mesh} spreads over {shape['model']} device groups already; "
+                "use one or the other"
+            )
 
     def mesh_shape(self) -> dict[str, int] | None:
         """``{"model": m, "data": d}`` of ``mesh``, or ``None`` without a mesh."""

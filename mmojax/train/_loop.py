@@ -296,6 +296,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         extra_loss=_coupling(config),
         gradient_cosines=config.gradient_cosines,
         mesh=mesh,
+        cohort_chunk=config.cohort_chunk,
     )
     eval_step = _step.make_eval_step(fns, _tasks.eval_outputs_fn(task.model_task), mesh=mesh)
     place_eval = _eval_placement(mesh, config.eval_batch_size)

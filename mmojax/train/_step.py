@@ -19,6 +19,7 @@ import optax
 
 import mmojax
 from mmojax.data import model_batch
+from mmojax.optim._accumulate import update_or_accumulate
 from mmojax.train import _mesh
 
 # apply_fn(params, batch, *, train, rng) -> outputs; loss_fn(outputs, batch) -> (loss, metrics)
@@ -179,6 +180,27 @@ def _gradient_cosines(grads):
     return out
 
 
+def _over_members(cohort_chunk: int | None, mesh: jax.sharding.Mesh | None):
+    """``f -> f`` mapped over a cohort's member axis: one ``vmap``, or chunks of it."""
+    if cohort_chunk is None:
+        return jax.vmap
+    if isinstance(cohort_chunk, bool) or not isinstance(cohort_chunk, int) or cohort_chunk < 1:
+        raise ValueError(f"cohort_chunk must be an int >= 1 or None, got {cohort_chunk!r}")
+    spread = 1 if mesh is None else mesh.shape.get(_mesh.MODEL_AXIS, 1)
+    if spread > 1:
+        raise ValueError(
+            f"cohort_chunk={cohort_chunk} loops over a cohort's members, which the mesh's "
+            f"'{_mesh.MODEL_AXIS}' axis spreads over {spread} device groups; leave cohort_chunk "
+            "unset "
+            "on such a mesh (each device already holds only its members)"
+        )
+
+    def mapped(fn):
+        return lambda *xs: jax.lax.map(lambda x: fn(*x), xs, batch_size=cohort_chunk)
+
+    return mapped
+
+
 def make_train_step(
     models: Mapping[str, ModelFns],
     tx: optax.GradientTransformation,
@@ -188,6 +210,7 @@ def make_train_step(
     donate: bool = True,
     jit: bool = True,
     mesh: jax.sharding.Mesh | None = None,
+    cohort_chunk: int | None = None,
 ) -> Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, dict[str, Any]]]:
     """Returns ``train_step(state, batch) -> (state, metrics)``, one XLA program.
 
@@ -196,7 +219,12 @@ def make_train_step(
     each model (a Python loop over a static tuple, unrolled in the trace):
     forward with dropout, loss and gradient; then one ``tx.update`` over the
     whole multi-model tree with ``losses={model: loss}``; then
-    ``optax.apply_updates``.
+    ``optax.apply_updates``. When ``tx`` accumulates gradients
+    (:func:`mmojax.accumulate_gradients`, or ``multi_model_optimizer`` with
+    ``gradient_accumulation_steps > 1``), a micro-batch that only accumulates
+    skips both: it adds its gradient and losses into the accumulator, in a
+    ``lax.cond`` whose other branch is the whole update
+    (:func:`mmojax.optim.update_or_accumulate`).
 
     A model whose ``state.params`` entry is a :class:`mmojax.Cohort` of
     ``k`` stacked members runs as ``jax.vmap`` of its ``ModelFns`` over the
@@ -232,6 +260,15 @@ def make_train_step(
         ``data``, metrics replicated), built once per state and batch
         structure; place the state with :func:`~mmojax.train.shard_state`
         and each batch with :func:`~mmojax.train.shard_batch`.
+      cohort_chunk: run each cohort's forward and backward over chunks of
+        this many members (``jax.lax.map`` with ``batch_size``: a loop over
+        chunks, each chunk one ``vmap``) instead of one ``vmap`` of all
+        members. The same parameters (to float tolerance); the activations
+        held at once shrink from ``k`` members' to ``cohort_chunk``'s, which
+        on a CPU keeps a large cohort's step in cache (see
+        ``benchmarks/bench_scale.py``). ``None`` (default): one ``vmap``,
+        what an accelerator wants. Not with a mesh whose ``model`` axis
+        spreads the members over devices.
 
     Returns:
       The step function. ``metrics[model]`` holds ``loss``, the model's own
@@ -241,6 +278,7 @@ def make_train_step(
     names = tuple(models)
     if not names:
         raise ValueError("make_train_step needs at least one model")
+    over_members = _over_members(cohort_chunk, mesh)
 
     def train_step(state: TrainState, batch):
         cohorts = {n: p.size for n, p in state.params.items() if isinstance(p, mmojax.Cohort)}
@@ -265,7 +303,7 @@ def make_train_step(
 
                 value_and_grad = jax.value_and_grad(loss_of, has_aux=True)
                 if name in cohorts:  # one vmapped forward and backward for the k members
-                    values[name], grad = jax.vmap(value_and_grad)(
+                    values[name], grad = over_members(value_and_grad)(
                         state.params[name].params, model_rng
                     )
                     grads[name] = mmojax.Cohort(grad)
@@ -299,16 +337,24 @@ def make_train_step(
             for a, b, cos in _gradient_cosines(grads):
                 metrics[a][f"gcos/{b}"] = cos
                 metrics[b][f"gcos/{a}"] = cos
-        updates, opt_state = tx.update(grads, state.opt_state, state.params, losses=losses)
-        stepped = optax.apply_updates(state.params, updates)
-        params = {
-            m: jax.tree.map(
-                lambda new, old, ok=finite[m]: jnp.where(_along(ok, new), new, old),
-                stepped[m],
-                state.params[m],
-            )
-            for m in names
-        }
+
+        def update(params, opt_state, grads, losses):
+            updates, opt_state = tx.update(grads, opt_state, params, losses=losses)
+            stepped = optax.apply_updates(params, updates)
+            kept = {
+                m: jax.tree.map(
+                    lambda new, old, ok=finite[m]: jnp.where(_along(ok, new), new, old),
+                    stepped[m],
+                    params[m],
+                )
+                for m in names
+            }
+            return kept, opt_state
+
+        # A micro-batch that only accumulates adds its gradient and nothing else.
+        params, opt_state = update_or_accumulate(
+            tx, update, grads, state.opt_state, state.params, losses=losses
+        )
         for m, extra in _optimizer_metrics(opt_state, names).items():
             metrics[m].update(extra)
         new_state = TrainState(
