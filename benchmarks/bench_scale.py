@@ -441,6 +441,11 @@ def section_scale(args, steps: Steps, members, batch) -> dict:
         "\nXLA's static analysis of the same compiled steps (no timing): per model, bytes "
         "accessed and flops; working set = train state + the step's temporaries"
     )
+    if args.cohort_chunk:
+        print(
+            "(a cohort in chunks is a loop over them: XLA counts the loop body once, so its "
+            "bytes and flops are those of one chunk, not of every member)"
+        )
     print(f"{'N':>3}  {'contender':<22}{'MB/model':>10}{'Mflop/model':>13}{'working set MiB':>17}")
     for n in counts:
         for variant in variants:
