@@ -45,7 +45,9 @@ def accumulate_gradients(
     In a donated train step an accumulate-only call adds the gradient into
     the accumulator in place and passes ``inner``'s state through the
     conditional without copying it; its only other cost is the zero updates
-    the optax interface returns (``optax.MultiSteps`` has the same).
+    the optax interface returns and the caller applies (``optax.MultiSteps``
+    has the same). A step built with :func:`update_or_accumulate` (as
+    ``mmojax.train``'s is) skips those too.
 
     Args:
       inner: the transformation to wrap.
