@@ -38,12 +38,12 @@ def cohort_tree():
 COHORT_WEIGHTS = {"bert": [1.0, 0.8, 1.2, 0.9], "gpt2": 1.1}
 
 
-def optimizer(grouping="role_depth", weights=COHORT_WEIGHTS):
-    return cohort_optimizer(grouping, weights)
+def optimizer(grouping="role_depth", weights=COHORT_WEIGHTS, **overrides):
+    return cohort_optimizer(grouping, weights, **overrides)
 
 
-def run(steps, mesh=None, grouping="role_depth", params=None, weights=COHORT_WEIGHTS):
-    tx = optimizer(grouping, weights)
+def run(steps, mesh=None, grouping="role_depth", params=None, weights=COHORT_WEIGHTS, **overrides):
+    tx = optimizer(grouping, weights, **overrides)
     state = init_train_state(cohort_tree() if params is None else params, tx, seed=3)
     if mesh is not None:
         state = shard_state(state, mesh)
@@ -114,6 +114,18 @@ def test_a_sharded_step_gives_the_single_device_results(shape):
     assert jitted._cache_size() == 1
     for leaf in jax.tree.leaves(state.params["bert"]):
         assert leaf.sharding.spec == P("model")
+
+
+def test_accumulated_micro_batches_on_a_mesh_give_the_single_device_results():
+    # 10 micro-batches = 5 updates (a sync at 4): the accumulate-only branch and
+    # the update branch of the step's conditional both run sharded.
+    ref, _, _ = run(10, gradient_accumulation_steps=2)
+    state, _, step = run(10, make_mesh("model=2,data=2"), gradient_accumulation_steps=2)
+    assert int(state.opt_state.mini_step) == 0
+    assert_trees_close(state.params, ref.params, rtol=1e-5, atol=1e-6)
+    assert_trees_close(state.opt_state, ref.opt_state, rtol=1e-5, atol=1e-6)
+    (jitted,) = step.compiled.values()
+    assert jitted._cache_size() == 1
 
 
 def test_plain_models_on_a_data_mesh_give_the_single_device_results():
