@@ -152,9 +152,30 @@ def update_or_accumulate(
     completes an update (given zeros to add, it averages the sums), inside a
     ``lax.cond`` whose other branch passes ``params`` and the inner state
     through: no copy, and no zero updates written and applied as the optax
-    interface must otherwise do. The predicate is the unbatched micro-batch
-    count, so the conditional stays a branch under ``jax.vmap`` too.
-    Otherwise ``step_fn(params, state, grads, losses)``.
+    interface must otherwise do. The predicate is the micro-batch count,
+    unbatched unless the optimizer state itself is, so the conditional stays
+    a branch under a ``jax.vmap`` of the model axis too. Otherwise (``tx``
+    does not accumulate, or wraps an accumulating transformation that
+    :func:`accumulation_steps` cannot see) ``step_fn(params, state, grads,
+    losses)``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> tx = accumulate_gradients(optax.sgd(0.5), gradient_accumulation_steps=2)
+      >>> def step_fn(params, state, grads, losses):
+      ...     updates, state = tx.update(grads, state, params)
+      ...     return optax.apply_updates(params, updates), state
+      >>> @jax.jit
+      ... def step(params, state, grads):
+      ...     return update_or_accumulate(tx, step_fn, grads, state, params)
+      >>> params = {"a": jnp.array([1.0])}
+      >>> state = tx.init(params)
+      >>> params, state = step(params, state, {"a": jnp.array([2.0])})  # accumulates
+      >>> params["a"].tolist(), int(state.mini_step)
+      ([1.0], 1)
+      >>> params, state = step(params, state, {"a": jnp.array([4.0])})  # mean 3.0, applied
+      >>> params["a"].tolist(), int(state.mini_step)
+      ([-0.5], 0)
     """
     every_k = accumulation_steps(tx)
     if every_k == 1 or not isinstance(state, AccumulateState):
