@@ -15,13 +15,23 @@ under each grouping; the same with ``beta=0`` (sharing without sync) and with
 every mechanism off. Each round runs ``--steps`` updates (a multiple of the
 sync period, so every round holds the same number of sync steps).
 
+``--gpt2-in-out`` adds a what-if: ``role_depth`` (with and without sync) on
+the same tree but with GPT-2's Conv1D kernels held ``(in, out)`` (the
+transpose of Hugging Face's ``(out, in)``) and the default alignment rules
+told so (``transpose=False``). The mathematics is the same; what changes is
+that no pool reads a transposed view, which on a CPU is what most of the
+role groupings' cost is (an XLA transpose costs several times a copy).
+mmojax does not hold GPT-2 that way yet: these rows measure what it would buy.
+
 Usage: python benchmarks/bench_optimizer.py [--sizes 256:2,2,3:5000,256:4,4,4:8000]
-       [--rounds 15] [--steps 10] [--groupings type_shape,role,role_depth]
+       [--rounds 15] [--steps 10] [--groupings type_shape,role,role_depth] [--gpt2-in-out]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import statistics
 import time
 
@@ -73,15 +83,47 @@ def model_tree(hidden: int, vocab: int, layers: tuple[int, int, int]):
     )
 
 
-def contenders(groupings):
+IN_OUT = "in-out"  # the tree whose GPT-2 Conv1D kernels are held (in, out)
+_CONV1D = re.compile(r"(^|/)(c_attn|c_proj|c_fc)/kernel$")
+IN_OUT_RULES = tuple(
+    dataclasses.replace(rule, transpose=False) if rule.transpose else rule
+    for rule in mmojax.DEFAULT_ALIGN_RULES
+)
+
+
+def gpt2_in_out(params):
+    """``params`` with GPT-2's Conv1D kernels transposed to ``(in, out)``."""
+
+    def flip(path, leaf):
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        return leaf.T if _CONV1D.search(name) else leaf
+
+    return {**params, "gpt2": jax.tree_util.tree_map_with_path(flip, params["gpt2"])}
+
+
+def contenders(groupings, what_if: bool = False):
+    """``{label: (transformation, tree)}``: ``tree`` is ``None`` (the tree as loaded) or
+    :data:`IN_OUT`."""
     base = dict(warmup_steps=100, total_steps=1000, model_weights=PAPER_WEIGHTS)
-    out = {"optax.adamw": optax.adamw(3e-5, weight_decay=0.01)}
+    out = {"optax.adamw": (optax.adamw(3e-5, weight_decay=0.01), None)}
     for grouping in groupings:
-        out[f"mmo {grouping}"] = mmojax.multi_model_optimizer(grouping=grouping, **base)
-    out["mmo role_depth beta=0"] = mmojax.multi_model_optimizer(beta=0.0, **base)
-    out["mmo all off"] = mmojax.multi_model_optimizer(
-        alpha=0.0, beta=0.0, adaptive=False, warmup_steps=100, total_steps=1000
+        out[f"mmo {grouping}"] = (mmojax.multi_model_optimizer(grouping=grouping, **base), None)
+    out["mmo role_depth beta=0"] = (mmojax.multi_model_optimizer(beta=0.0, **base), None)
+    out["mmo all off"] = (
+        mmojax.multi_model_optimizer(
+            alpha=0.0, beta=0.0, adaptive=False, warmup_steps=100, total_steps=1000
+        ),
+        None,
     )
+    if what_if:
+        out["what-if role_depth in-out"] = (
+            mmojax.multi_model_optimizer(align_rules=IN_OUT_RULES, **base),
+            IN_OUT,
+        )
+        out["what-if beta=0 in-out"] = (
+            mmojax.multi_model_optimizer(beta=0.0, align_rules=IN_OUT_RULES, **base),
+            IN_OUT,
+        )
     return out
 
 
@@ -108,16 +150,20 @@ def peak_bytes(mem) -> int:
     )
 
 
-def measure(txs, params, grads, losses, donated: bool, rounds: int, steps: int):
-    built = {name: list(compiled(tx, params, losses, donated)) for name, tx in txs.items()}
+def measure(txs, trees, losses, donated: bool, rounds: int, steps: int):
+    """``trees``: ``{tree: (params, grads)}`` for the trees the contenders name."""
+    built = {}
+    for name, (tx, tree) in txs.items():
+        params, grads = trees[tree]
+        built[name] = [*compiled(tx, params, losses, donated), grads]
     times = {name: [] for name in txs}
     for entry in built.values():  # warm up once, untimed
-        exe, p, s = entry
+        exe, p, s, grads = entry
         out, s = exe(p, s, grads)
-        entry[1:] = [out if donated else p, s]
+        entry[1:3] = [out if donated else p, s]
     for _ in range(rounds):  # interleaved, so drift hits every contender alike
         for name, entry in built.items():
-            exe, p, s = entry
+            exe, p, s, grads = entry
             jax.block_until_ready((p, s))
             start = time.perf_counter()
             for _ in range(steps):
@@ -126,7 +172,7 @@ def measure(txs, params, grads, losses, donated: bool, rounds: int, steps: int):
                     p = out
             jax.block_until_ready((out, s))
             times[name].append((time.perf_counter() - start) / steps)
-            entry[1:] = [p, s]
+            entry[1:3] = [p, s]
     mems = {name: entry[0].memory_analysis() for name, entry in built.items()}
     return {name: statistics.median(t) for name, t in times.items()}, mems
 
@@ -134,7 +180,7 @@ def measure(txs, params, grads, losses, donated: bool, rounds: int, steps: int):
 def report(title, med, mems, targets: bool):
     print(f"\n{title}")
     print(
-        f"{'optimizer':<24}{'ms / update':>12}{'ratio':>8}{'peak MiB':>10}{'ratio':>8}"
+        f"{'optimizer':<28}{'ms / update':>12}{'ratio':>8}{'peak MiB':>10}{'ratio':>8}"
         f"{'temp MiB':>10}"
     )
     base_t, base_m = med["optax.adamw"], peak_bytes(mems["optax.adamw"])
@@ -145,7 +191,7 @@ def report(title, med, mems, targets: bool):
             ok = t_ratio <= 1.5 and m_ratio <= 1.2
             verdict = "  target <= 1.5 time, <= 1.2 memory: " + ("PASS" if ok else "MISS")
         print(
-            f"{name:<24}{1e3 * med[name]:>12.3f}{t_ratio:>8.3f}"
+            f"{name:<28}{1e3 * med[name]:>12.3f}{t_ratio:>8.3f}"
             f"{peak_bytes(mems[name]) / 2**20:>10.1f}{m_ratio:>8.3f}"
             f"{mems[name].temp_size_in_bytes / 2**20:>10.1f}{verdict}"
         )
@@ -168,6 +214,11 @@ def main():
     parser.add_argument(
         "--no-update-only", action="store_true", help="skip the secondary update-only table"
     )
+    parser.add_argument(
+        "--gpt2-in-out",
+        action="store_true",
+        help="also time role_depth with GPT-2's Conv1D kernels held (in, out) (a what-if)",
+    )
     args = parser.parse_args()
     if args.steps < 1 or args.steps % 10:
         parser.error("--steps must be a positive multiple of the sync period (10)")
@@ -180,17 +231,20 @@ def main():
         f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
         f"optax {optax.__version__}, mmojax {mmojax.__version__}"
     )
-    txs = contenders(args.groupings.split(","))
+    txs = contenders(args.groupings.split(","), what_if=args.gpt2_in_out)
     for hidden, layers, vocab in sizes:
         params = model_tree(hidden, vocab, layers)
         grads = jax.tree.map(lambda p: 1e-3 * jnp.ones_like(p), params)
         losses = {m: jnp.float32(1.0) for m in params}
+        trees = {None: (params, grads)}
+        if args.gpt2_in_out:
+            trees[IN_OUT] = (gpt2_in_out(params), gpt2_in_out(grads))
         n_params = sum(x.size for x in jax.tree.leaves(params))
         print(
             f"\n=== tree: {n_params / 1e6:.2f}M parameters, hidden {hidden}, layers {layers}, "
             f"vocab {vocab} ==="
         )
-        med, mems = measure(txs, params, grads, losses, True, args.rounds, args.steps)
+        med, mems = measure(txs, trees, losses, True, args.rounds, args.steps)
         report(
             f"donated update + apply_updates (headline; {args.rounds} interleaved rounds of "
             f"{args.steps} updates, medians)",
@@ -199,7 +253,7 @@ def main():
             targets=True,
         )
         if not args.no_update_only:
-            med, mems = measure(txs, params, grads, losses, False, args.rounds, args.steps)
+            med, mems = measure(txs, trees, losses, False, args.rounds, args.steps)
             report("update only, not donated (secondary)", med, mems, targets=False)
 
 
