@@ -370,20 +370,22 @@ class Steps:
         return _step.init_train_state(params, self.tx, seed)
 
 
-def _variants(args) -> list[str]:
-    """Section 1's contenders: the cohort as one vmap, in chunks (when asked), the loop."""
-    chunked = [f"cohort/{args.cohort_chunk}"] if args.cohort_chunk else []
-    return ["cohort", *chunked, "loop"]
+def _variants(args) -> dict[str, int | None]:
+    """Section 1's contenders and their ``cohort_chunk``: the cohort as one vmap, in chunks
+    (when asked), the loop."""
+    chunked = {f"cohort/{args.cohort_chunk}": args.cohort_chunk} if args.cohort_chunk else {}
+    return {"cohort": None, **chunked, "loop": None}
 
 
-def _variant_label(variant: str) -> str:
-    if variant.startswith("cohort/"):
-        return f"cohort, chunks of {variant.split('/')[1]}"
+def _variant_label(variant: str, chunk: int | None) -> str:
+    if chunk is not None:
+        return f"cohort, chunks of {chunk}"
     return {"cohort": "cohort, one vmap", "loop": "unstacked loop"}[variant]
 
 
 def section_scale(args, steps: Steps, members, batch) -> dict:
     counts, variants = args.counts, _variants(args)
+    labels = {v: _variant_label(v, chunk) for v, chunk in variants.items()}
     chunk_note = (
         f", the cohort run in chunks of {args.cohort_chunk} members (lax.map of a vmap, "
         "make_train_step(cohort_chunk=...))"
@@ -401,12 +403,11 @@ def section_scale(args, steps: Steps, members, batch) -> dict:
         loop = {f"bert/{i}": members[i] for i in range(n)}
         for variant in variants:
             params = loop if variant == "loop" else cohort
-            chunk = int(variant.split("/")[1]) if "/" in variant else None
             contenders[(n, variant)] = Contender(
-                steps.get(params, chunk=chunk), steps.state(params, args.seed), batch
+                steps.get(params, chunk=variants[variant]), steps.state(params, args.seed), batch
             )
     print("first call (compile + one step), s:")
-    print(f"{'N':>3}" + "".join(f"{_variant_label(v):>22}" for v in variants))
+    print(f"{'N':>3}" + "".join(f"{labels[v]:>22}" for v in variants))
     for n in counts:
         print(f"{n:>3}" + "".join(f"{contenders[(n, v)].first_call_s:>22.2f}" for v in variants))
     med = timed(contenders, args)
@@ -425,7 +426,7 @@ def section_scale(args, steps: Steps, members, batch) -> dict:
             vs_loop = m["median_s"] / med[(n, "loop")]["median_s"]
             spread = f"{1e3 * m['min_s']:.1f}..{1e3 * m['max_s']:.1f}"
             print(
-                f"{n:>3}  {_variant_label(variant):<22}{1e3 * m['median_s']:>10.2f}"
+                f"{n:>3}  {labels[variant]:<22}{1e3 * m['median_s']:>10.2f}"
                 f"{1e3 * per_model[(n, variant)]:>10.2f}{rel:>9.3f}{spread:>16}{vs_loop:>9.3f}"
             )
             entry[variant] = {
@@ -452,7 +453,7 @@ def section_scale(args, steps: Steps, members, batch) -> dict:
             a = contenders[(n, variant)].analysis()
             results[str(n)][variant]["analysis"] = a
             print(
-                f"{n:>3}  {_variant_label(variant):<22}{a['bytes_accessed'] / n / 1e6:>10.2f}"
+                f"{n:>3}  {labels[variant]:<22}{a['bytes_accessed'] / n / 1e6:>10.2f}"
                 f"{a['flops'] / n / 1e6:>13.1f}{a['working_set_bytes'] / 2**20:>17.1f}"
             )
     top = max(counts)
@@ -461,7 +462,7 @@ def section_scale(args, steps: Steps, members, batch) -> dict:
             rel = per_model[(top, variant)] / per_model[(ref, variant)]
             verdict = "PASS" if rel <= TARGET else "MISS"
             print(
-                f"{_variant_label(variant)}: per-model time at N={top} / N={ref} = {rel:.3f} "
+                f"{labels[variant]}: per-model time at N={top} / N={ref} = {rel:.3f} "
                 f"(target <= {TARGET:.2f}) {verdict}"
             )
     if jax.default_backend() == "cpu":

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import WEIGHTS, make_tree
+from helpers import WEIGHTS, cohort_optimizer, make_tree
 
 import mmojax
 from mmojax.optim import _plan
@@ -120,17 +120,10 @@ def test_accumulate_only_call_copies_no_state():
 
 
 def _accumulating_optimizer(**overrides):
-    settings = dict(
-        learning_rate=1e-2,
-        warmup_steps=2,
-        total_steps=40,
-        model_weights=WEIGHTS,
-        sync_every=3,
-        convergence_window=3,
-        convergence_update_every=2,
-        gradient_accumulation_steps=3,
+    """The tests' short-schedule optimizer (every stage within a few updates), accumulating 3."""
+    return cohort_optimizer(
+        "role_depth", WEIGHTS, **{"gradient_accumulation_steps": 3, **overrides}
     )
-    return mmojax.multi_model_optimizer(**{**settings, **overrides})
 
 
 def test_accumulation_steps_names_the_k_of_an_accumulating_optimizer():
@@ -162,7 +155,7 @@ def _micro_batch_step(tx, through_cond):
 
 
 def test_update_or_accumulate_gives_the_optax_path_parameters_and_state():
-    # 14 micro-batches = 4 updates (and 2 held), spanning sync steps 3 and the estimator.
+    # 14 micro-batches = 4 updates (and 2 held), spanning the sync at 4 and the estimator.
     params = make_tree(2)
     tx = _accumulating_optimizer()
     out = {}

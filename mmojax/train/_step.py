@@ -19,7 +19,6 @@ import optax
 
 import mmojax
 from mmojax.data import model_batch
-from mmojax.optim._accumulate import update_or_accumulate
 from mmojax.train import _mesh
 
 # apply_fn(params, batch, *, train, rng) -> outputs; loss_fn(outputs, batch) -> (loss, metrics)
@@ -191,8 +190,7 @@ def _over_members(cohort_chunk: int | None, mesh: jax.sharding.Mesh | None):
         raise ValueError(
             f"cohort_chunk={cohort_chunk} loops over a cohort's members, which the mesh's "
             f"'{_mesh.MODEL_AXIS}' axis spreads over {spread} device groups; leave cohort_chunk "
-            "unset "
-            "on such a mesh (each device already holds only its members)"
+            "unset on such a mesh (each device already holds only its members)"
         )
 
     def mapped(fn):
@@ -352,7 +350,7 @@ def make_train_step(
             return kept, opt_state
 
         # A micro-batch that only accumulates adds its gradient and nothing else.
-        params, opt_state = update_or_accumulate(
+        params, opt_state = mmojax.update_or_accumulate(
             tx, update, grads, state.opt_state, state.params, losses=losses
         )
         for m, extra in _optimizer_metrics(opt_state, names).items():
