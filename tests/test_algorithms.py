@@ -178,10 +178,10 @@ def test_full_optimizer_matches_reference(accumulate):
     assert_close_flat(p, ref, rtol=2e-5, atol=2e-6)
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 17, 36])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_weighted_sum_both_paths_match_numpy(n, dtype):
-    # Below STACK_FROM members the pool is a sum of terms, from it a contraction.
+    # Below STACK_FROM members the pool is a sum of terms, from it a contraction of chunk sums.
     from mmojax.optim import _pool
 
     rng = np.random.default_rng(n)

@@ -68,22 +68,26 @@ def pool_buffers(xs: Sequence[Any], ws: Sequence[float], recipe: PoolRecipe) -> 
     ]
 
 
-# From this many members on, a pool is one contraction over the stacked members.
-# XLA fuses a plain sum of elementwise terms into each of its consumers, so every
-# member's update would re-read all n members (n^2 reads); a contraction is
-# computed once and then read by each member (about 4n).
+# From this many members on, a pool is summed in chunks. XLA fuses a plain sum of
+# elementwise terms into each of its consumers, so every member's update would re-read
+# all n members (n^2 reads). Stacking the members for one contraction stops that but
+# copies them (on a CPU a many-operand concatenate runs at a fraction of memcpy speed).
+# Instead each chunk of at most CHUNK members is summed elementwise (one fused read of
+# its members) and the few chunk sums are contracted: the contraction is computed once,
+# so the members are read about once and only the chunk sums are stacked.
 STACK_FROM = 4
+CHUNK = 8
 
 
 def _weighted_sum(xs: Sequence[Any], ws: Sequence[float], dtype) -> jax.Array:
-    if len(xs) < STACK_FROM:
-        return sum(w * x.astype(dtype) for w, x in zip(ws, xs))
-    stacked = jnp.stack([x.astype(dtype) for x in xs])
+    terms = [w * x.astype(dtype) for w, x in zip(ws, xs)]
+    if len(terms) < STACK_FROM:
+        return sum(terms)
+    chunks = max(2, -(-len(terms) // CHUNK))
+    bounds = [round(i * len(terms) / chunks) for i in range(chunks + 1)]
+    partial = jnp.stack([sum(terms[a:b]) for a, b in zip(bounds, bounds[1:])])
     return jnp.tensordot(
-        jnp.stack([jnp.asarray(w, dtype) for w in ws]),
-        stacked,
-        axes=1,
-        precision=jax.lax.Precision.HIGHEST,
+        jnp.ones(chunks, dtype), partial, axes=1, precision=jax.lax.Precision.HIGHEST
     )
 
 
