@@ -15,23 +15,21 @@ under each grouping; the same with ``beta=0`` (sharing without sync) and with
 every mechanism off. Each round runs ``--steps`` updates (a multiple of the
 sync period, so every round holds the same number of sync steps).
 
-``--gpt2-in-out`` adds a what-if: ``role_depth`` (with and without sync) on
-the same tree but with GPT-2's Conv1D kernels held ``(in, out)`` (the
-transpose of Hugging Face's ``(out, in)``) and the default alignment rules
-told so (``transpose=False``). The mathematics is the same; what changes is
-that no pool reads a transposed view, which on a CPU is what most of the
-role groupings' cost is (an XLA transpose costs several times a copy).
-mmojax does not hold GPT-2 that way yet: these rows measure what it would buy.
+The tree is held as mmojax's models hold it: GPT-2's Conv1D kernels ``(in, out)``,
+like every other kernel (``mmojax.models.swap_conv1d_layout`` of Hugging Face's
+``(out, in)``), so no pool reads a transposed view. One more row times the default
+``multi_model_optimizer`` on the tree in Hugging Face's own layout (what a user
+who brings Flax GPT-2 parameters as ``transformers`` stores them gets: the same
+mathematics, the alignment reads GPT-2's kernels transposed, and on a CPU an
+XLA transpose costs several times a copy).
 
 Usage: python benchmarks/bench_optimizer.py [--sizes 256:2,2,3:5000,256:4,4,4:8000]
-       [--rounds 15] [--steps 10] [--groupings type_shape,role,role_depth] [--gpt2-in-out]
+       [--rounds 15] [--steps 10] [--groupings type_shape,role,role_depth]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import re
 import statistics
 import time
 
@@ -48,6 +46,7 @@ from transformers import (
 )
 
 import mmojax
+import mmojax.models
 
 PAPER_WEIGHTS = {"bert": 1.0, "gpt2": 0.8, "roberta": 1.2}
 
@@ -83,27 +82,12 @@ def model_tree(hidden: int, vocab: int, layers: tuple[int, int, int]):
     )
 
 
-IN_OUT = "in-out"  # the tree whose GPT-2 Conv1D kernels are held (in, out)
-_CONV1D = re.compile(r"(^|/)(c_attn|c_proj|c_fc)/kernel$")
-IN_OUT_RULES = tuple(
-    dataclasses.replace(rule, transpose=False) if rule.transpose else rule
-    for rule in mmojax.DEFAULT_ALIGN_RULES
-)
+HF = "hf"  # the tree in Hugging Face's layout: GPT-2's Conv1D kernels (out, in)
 
 
-def gpt2_in_out(params):
-    """``params`` with GPT-2's Conv1D kernels transposed to ``(in, out)``."""
-
-    def flip(path, leaf):
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
-        return leaf.T if _CONV1D.search(name) else leaf
-
-    return {**params, "gpt2": jax.tree_util.tree_map_with_path(flip, params["gpt2"])}
-
-
-def contenders(groupings, what_if: bool = False):
-    """``{label: (transformation, tree)}``: ``tree`` is ``None`` (the tree as loaded) or
-    :data:`IN_OUT`."""
+def contenders(groupings):
+    """``{label: (transformation, tree)}``: ``tree`` is ``None`` (as mmojax holds it) or
+    :data:`HF`."""
     base = dict(warmup_steps=100, total_steps=1000, model_weights=PAPER_WEIGHTS)
     out = {"optax.adamw": (optax.adamw(3e-5, weight_decay=0.01), None)}
     for grouping in groupings:
@@ -115,16 +99,13 @@ def contenders(groupings, what_if: bool = False):
         ),
         None,
     )
-    if what_if:
-        out["what-if role_depth in-out"] = (
-            mmojax.multi_model_optimizer(align_rules=IN_OUT_RULES, **base),
-            IN_OUT,
-        )
-        out["what-if beta=0 in-out"] = (
-            mmojax.multi_model_optimizer(beta=0.0, align_rules=IN_OUT_RULES, **base),
-            IN_OUT,
-        )
+    out["mmo role_depth, HF layout"] = (mmojax.multi_model_optimizer(**base), HF)
     return out
+
+
+def held(tree):
+    """``tree`` (Hugging Face's layout) as mmojax holds it: GPT-2's Conv1D kernels (in, out)."""
+    return {**tree, "gpt2": mmojax.models.swap_conv1d_layout(tree["gpt2"])}
 
 
 def compiled(tx, params, losses, donated: bool):
@@ -214,11 +195,6 @@ def main():
     parser.add_argument(
         "--no-update-only", action="store_true", help="skip the secondary update-only table"
     )
-    parser.add_argument(
-        "--gpt2-in-out",
-        action="store_true",
-        help="also time role_depth with GPT-2's Conv1D kernels held (in, out) (a what-if)",
-    )
     args = parser.parse_args()
     if args.steps < 1 or args.steps % 10:
         parser.error("--steps must be a positive multiple of the sync period (10)")
@@ -231,14 +207,13 @@ def main():
         f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
         f"optax {optax.__version__}, mmojax {mmojax.__version__}"
     )
-    txs = contenders(args.groupings.split(","), what_if=args.gpt2_in_out)
+    txs = contenders(args.groupings.split(","))
     for hidden, layers, vocab in sizes:
-        params = model_tree(hidden, vocab, layers)
-        grads = jax.tree.map(lambda p: 1e-3 * jnp.ones_like(p), params)
+        hf_params = model_tree(hidden, vocab, layers)
+        hf_grads = jax.tree.map(lambda p: 1e-3 * jnp.ones_like(p), hf_params)
+        params, grads = held(hf_params), held(hf_grads)
         losses = {m: jnp.float32(1.0) for m in params}
-        trees = {None: (params, grads)}
-        if args.gpt2_in_out:
-            trees[IN_OUT] = (gpt2_in_out(params), gpt2_in_out(grads))
+        trees = {None: (params, grads), HF: (hf_params, hf_grads)}
         n_params = sum(x.size for x in jax.tree.leaves(params))
         print(
             f"\n=== tree: {n_params / 1e6:.2f}M parameters, hidden {hidden}, layers {layers}, "

@@ -134,7 +134,9 @@ def test_task_prefixes_and_heads(task_shapes, bare_shapes):
     alignment = mmojax.align_parameters(task_shapes)
     assert not alignment.unmatched
     views = views_by_name(alignment)
-    assert views["gpt2/transformer/h/0/attn/c_attn/kernel[q].T"].role == "attn.q"
+    # mmojax's models hold GPT-2's Conv1D kernels (in, out): views without a transpose.
+    assert views["gpt2/transformer/h/0/attn/c_attn/kernel[:, q]"].role == "attn.q"
+    assert views["gpt2/transformer/h/0/attn/c_proj/kernel"].index_map.is_identity
     assert views["bert/bert/encoder/layer/0/intermediate/dense/kernel"].role == "mlp.up"
     assert views["roberta/roberta/encoder/layer/1/output/dense/kernel"].role == "mlp.down"
     assert views["gpt2/score/kernel"].role == "head.out"
@@ -149,13 +151,58 @@ def test_task_prefixes_and_heads(task_shapes, bare_shapes):
         for v in alignment.views
         if v.path.startswith(prefix[v.model])
     }
+    held = {**bare_shapes, "gpt2": mmojax.models.swap_conv1d_layout(bare_shapes["gpt2"])}
     bare = {
         (v.model, v.path, str(v.index_map)): (v.role, v.kind)
-        for v in mmojax.align_parameters(bare_shapes).views
+        for v in mmojax.align_parameters(held).views
     }
     common = set(prefixed) & set(bare)
-    assert len(common) > 60
+    assert len(common) > 80
     assert all(prefixed[k] == bare[k] for k in common)
+
+
+def test_gpt2_orientation_is_read_per_model_from_c_attn(bare_shapes):
+    # Hugging Face's (out, in) and mmojax's (in, out) GPT-2 give the same views, up to
+    # the transpose, the square attn/c_proj included; each model is read on its own.
+    held = mmojax.models.swap_conv1d_layout(bare_shapes["gpt2"])
+    hf_views = mmojax.align_parameters({"a": bare_shapes["gpt2"], "b": held}).views
+    a = {(v.path, v.index_map.tag): v for v in hf_views if v.model == "a"}
+    b = {(v.path, v.index_map.tag): v for v in hf_views if v.model == "b"}
+    assert a.keys() == b.keys()
+    for key, va in a.items():
+        vb = b[key]
+        assert (va.role, va.kind, va.shape, va.layer) == (vb.role, vb.kind, vb.shape, vb.layer)
+        assert not vb.index_map.transpose
+        assert va.index_map.transpose == (va.kind == "kernel")
+    assert b[("h/0/attn/c_proj/kernel", "")].index_map.is_identity
+    assert b[("h/0/attn/c_attn/kernel", "q")].index_map.axis == 1
+    # Without a fused c_attn to tell, the kernels are Hugging Face's (out, in).
+    mlp_only = {"gpt2": {"h": {"0": {"mlp": held["h"]["0"]["mlp"]}}}}
+    (view, *_) = [
+        v for v in mmojax.align_parameters(mlp_only).views if v.path.endswith("c_fc/kernel")
+    ]
+    assert view.index_map.transpose and view.shape == (4 * H, H)
+    # One model holding its fused kernels both ways is refused.
+    mixed = {"gpt2": {"h": {"0": held["h"]["0"], "1": bare_shapes["gpt2"]["h"]["1"]}}}
+    with pytest.raises(ValueError, match=r"both \(out, in\).*and \(in, out\)"):
+        mmojax.align_parameters(mixed)
+    with pytest.raises(TypeError, match="transpose must be a bool or 'auto'"):
+        mmojax.AlignRule("x", "attn.q", transpose="yes")
+
+
+@pytest.mark.parametrize("grouping", ["role", "role_depth"])
+def test_sharing_a_held_gpt2_equals_sharing_hf_layout(grouping):
+    # The same gradients in either GPT-2 layout give the same shared gradients.
+    grads = jax.tree.map(
+        lambda s: jax.random.normal(jax.random.key(hash(s.shape) % 1000), s.shape),
+        hf_bare_shapes(),
+    )
+    held = {**grads, "gpt2": mmojax.models.swap_conv1d_layout(grads["gpt2"])}
+    tx = mmojax.share_gradients(0.5, grouping=grouping)
+    want, _ = tx.update(grads, tx.init(grads))
+    got, _ = tx.update(held, tx.init(held))
+    got = {**got, "gpt2": mmojax.models.swap_conv1d_layout(got["gpt2"])}
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), got, want)
 
 
 def _capture(module, variables, *args):

@@ -140,14 +140,28 @@ def test_parameter_shapes(models):
     cfg = _config("gpt2")
     flat = mm.flatten_params(models[("gpt2", "qa")].params)
     assert flat["transformer/wpe/embedding"].shape == (LENGTH, cfg.hidden)
-    # HF FlaxConv1D stores kernels as (out_features, in_features).
-    assert flat["transformer/h/0/mlp/c_fc/kernel"].shape == (cfg.intermediate, cfg.hidden)
+    # HF's FlaxConv1D stores kernels (out, in); mmojax holds them (in, out), like nn.Dense.
+    assert flat["transformer/h/0/mlp/c_fc/kernel"].shape == (cfg.hidden, cfg.intermediate)
+    assert flat["transformer/h/0/attn/c_attn/kernel"].shape == (cfg.hidden, 3 * cfg.hidden)
     assert flat["qa_outputs/kernel"].shape == (cfg.hidden, 2)
     flat = mm.flatten_params(models[("roberta", "qa")].params)
     assert flat["roberta/embeddings/position_embeddings/embedding"].shape == (LENGTH + 2, 32)
     assert flat["roberta/embeddings/token_type_embeddings/embedding"].shape == (1, 32)
     flat = mm.flatten_params(models[("bert", "qa")].params)
     assert flat["bert/encoder/layer/0/intermediate/dense/kernel"].shape == (32, 64)
+
+
+def test_gpt2_held_in_out_computes_what_the_hf_module_computes(models):
+    # apply_fn swaps the held (in, out) kernels back to HF's (out, in) for the module.
+    model = models[("gpt2", "classification")]
+    batch = {"input_ids": np.array([[3, 4, 5, 6], [7, 8, 9, 0]]), "attention_mask": np.ones((2, 4))}
+    batch["attention_mask"][1, 3] = 0
+    hf = mm.swap_conv1d_layout(model.params)
+    want = model.module.apply({"params": hf}, batch["input_ids"], batch["attention_mask"])
+    got = model.apply_fn(model.params, batch, train=False)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    fresh = mm.flatten_params(model.init(jax.random.PRNGKey(model.seed)))
+    assert fresh["transformer/h/0/attn/c_attn/kernel"].shape == (32, 96)
 
 
 def test_conv1d_layout_helpers(models):

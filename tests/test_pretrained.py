@@ -117,7 +117,8 @@ def _batch(arch, pad_id, lengths=(LENGTH, 7, 3), seed=0):
 
 
 def _assert_backbone_equal(model, params, prefix):
-    loaded = flatten_dict(model.params[prefix])
+    # ``params``: Hugging Face's layout; mmojax holds GPT-2's Conv1D kernels (in, out).
+    loaded = flatten_dict(mm.swap_conv1d_layout(model.params)[prefix])
     for path, value in params.items():
         if path in loaded:
             assert loaded[path].dtype == np.float32
@@ -420,8 +421,9 @@ def test_export_gpt2_backbone_and_pytorch_named_head(tmp_path, task):
     }[task]
     assert config["architectures"] == [pytorch_class] == [mm.architecture_name("gpt2", task)]
     backbone = transformers.FlaxGPT2Model.from_pretrained(tmp_path, _do_init=False)[1]
+    hf_layout = flatten_dict(mm.swap_conv1d_layout(params)["transformer"])  # (out, in) kernels
     for path, value in flatten_dict(backbone).items():
-        np.testing.assert_array_equal(np.asarray(value), flatten_dict(params["transformer"])[path])
+        np.testing.assert_array_equal(np.asarray(value), hf_layout[path])
     batch = _batch("gpt2", model.config.pad_token_id)
     ours = model.apply_fn(params, batch, train=False)
     ours = ours if task == "qa" else (ours,)

@@ -219,6 +219,39 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):
     ckpt.close()
 
 
+def test_checkpoints_of_gpt2_held_out_in_are_refused(tmp_path):
+    ckpt = mtrain.Checkpointer(tmp_path / "ck")
+    ckpt.save(1, {"w": np.zeros(3)}, {"position": 1})  # an earlier mmojax's: no layout entry
+    ckpt.check_layout(holds_gpt2=False)  # nothing to check without a GPT-2
+    with pytest.raises(mtrain.CheckpointError, match=r"checkpoint 1 .*\(out, in\).*nothing was"):
+        ckpt.check_layout(holds_gpt2=True)
+    ckpt.save(2, {"w": np.zeros(3)}, {"gpt2_conv1d_kernels": "in_out"})
+    with pytest.raises(mtrain.CheckpointError, match="checkpoint 1 "):
+        ckpt.check_layout(holds_gpt2=True)  # every step is looked at
+    assert ckpt.steps() == [1, 2]  # nothing moved aside
+    assert ckpt.meta(2) == {"gpt2_conv1d_kernels": "in_out"}
+    ckpt.close()
+
+
+@pytest.mark.slow
+def test_resuming_a_run_saved_with_gpt2_held_out_in_is_refused(tmp_path, monkeypatch):
+    from mmojax.train import _checkpoint
+    from mmojax.train._inference import export_workdir
+
+    config = tiny_config(tmp_path, "old", models=("bert", "gpt2"), max_steps=1)
+    monkeypatch.setattr(_checkpoint, "LAYOUT", "out_in")  # as an earlier mmojax saved it
+    mtrain.train(config)
+    monkeypatch.undo()
+    saved = sorted(os.listdir(tmp_path / "old" / "checkpoints"))
+    with pytest.raises(mtrain.CheckpointError, match=r"\(out, in\)"):
+        mtrain.train(
+            tiny_config(tmp_path, "old", models=("bert", "gpt2"), max_steps=2), resume=True
+        )
+    assert sorted(os.listdir(tmp_path / "old" / "checkpoints")) == saved
+    with pytest.raises(mtrain.CheckpointError, match=r"\(out, in\)"):
+        export_workdir(str(tmp_path / "old"))
+
+
 def test_restore_with_wrong_structure_is_reported(tmp_path):
     ckpt = mtrain.Checkpointer(tmp_path / "ck2")
     ckpt.save(1, {"w": np.zeros(3)}, {})

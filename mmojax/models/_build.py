@@ -18,6 +18,7 @@ from transformers.models.roberta.modeling_flax_roberta import create_position_id
 from ._config import ARCHS, TASKS, ModelConfig
 from ._config import preset as make_preset
 from ._hf import hf_module
+from ._params import swap_conv1d_layout
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,9 @@ class Model:
         num_labels: Number of classes (2 for ``"qa"``: start and end).
         seed: Seed used to initialise ``params``.
         module: The underlying unbound ``flax.linen`` module.
-        params: Initial float32 parameter pytree (nested dicts, HF names).
+        params: Initial float32 parameter pytree (nested dicts, HF names; GPT-2's
+            ``Conv1D`` kernels held ``(in, out)``, like every other kernel, the
+            transpose of Hugging Face's Flax layout: see :func:`swap_conv1d_layout`).
         apply_fn: Pure forward pass
             ``apply_fn(params, batch, *, train, rng=None) -> logits``; for
             ``"qa"`` it returns ``(start_logits, end_logits)``.
@@ -68,7 +71,17 @@ class Model:
         Returns:
             Float32 parameters with the same structure as :attr:`params`.
         """
-        return _init_params(self.module, self.config, rng)
+        return swap_held_layout(self.config, _init_params(self.module, self.config, rng))
+
+
+def swap_held_layout(config: ModelConfig, params: PyTree) -> PyTree:
+    """Converts parameters of ``config``'s model between Hugging Face's layout and mmojax's.
+
+    The two differ only for GPT-2, whose ``Conv1D`` kernels Hugging Face stores
+    ``(out, in)`` and mmojax holds ``(in, out)`` (:func:`swap_conv1d_layout`); other
+    architectures are returned as they are. The map is its own inverse.
+    """
+    return swap_conv1d_layout(params) if config.arch == "gpt2" else params
 
 
 def _int32(x: Any) -> jax.Array:
@@ -148,7 +161,8 @@ def make_apply_fn(module: nn.Module, config: ModelConfig, task: str) -> ApplyFn:
         optionally ``token_type_ids`` (used by BERT only); other keys are
         ignored. RoBERTa derives position ids from ``input_ids`` and
         ``config.pad_token_id`` (as in HF); GPT-2 counts real tokens in
-        ``attention_mask``, so left and right padding both work. ``train`` must be a
+        ``attention_mask``, so left and right padding both work. ``params`` are in the
+        layout mmojax holds (GPT-2's ``Conv1D`` kernels ``(in, out)``). ``train`` must be a
         Python bool: when true, dropout is applied using ``rng``. The function is not
         jitted so it can be traced inside an outer ``jax.jit`` together with other models.
     """
@@ -157,9 +171,8 @@ def make_apply_fn(module: nn.Module, config: ModelConfig, task: str) -> ApplyFn:
         if train and rng is None and config.dropout > 0:
             raise ValueError("apply_fn(train=True) needs an rng for dropout")
         rngs = {"dropout": rng} if train and rng is not None else {}
-        outputs = _call_module(
-            module, config, {"params": params}, batch, deterministic=not train, rngs=rngs
-        )
+        variables = {"params": swap_held_layout(config, params)}  # XLA folds it into the dots
+        outputs = _call_module(module, config, variables, batch, deterministic=not train, rngs=rngs)
         if task == "qa":
             return outputs[0], outputs[1]
         return outputs[0] if isinstance(outputs, tuple) else outputs
@@ -197,7 +210,7 @@ def build_model(
         raise ValueError(f"num_labels must be a positive int, got {num_labels!r}")
     labels = 2 if task == "qa" else num_labels
     module = hf_module(config, task, labels)
-    params = _init_params(module, config, jax.random.PRNGKey(seed))
+    params = swap_held_layout(config, _init_params(module, config, jax.random.PRNGKey(seed)))
     model = Model(
         name=name or config.arch,
         config=config,

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from flax.traverse_util import flatten_dict
 
-from ._build import Model
+from ._build import Model, swap_held_layout
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def export_model(
     import transformers
 
     out_dir = os.fspath(out_dir)
-    host = _host_params(model, params)
+    host = swap_held_layout(model.config, _host_params(model, params))  # HF's layout
     config = copy.deepcopy(model.module.config)  # save_pretrained writes to its config
     if label_names is not None:
         names = [str(n) for n in label_names]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -13,7 +14,10 @@ PyTree = Any
 # Path components marking embedding tables: BERT/RoBERTa ``embeddings`` module
 # (word, position, token-type tables and their LayerNorm), GPT-2 ``wte``/``wpe``.
 _EMBEDDING_KEYS = frozenset({"embeddings", "wte", "wpe"})
-_CONV1D_LAYERS = frozenset({"c_attn", "c_proj", "c_fc", "q_attn"})
+# A GPT-2 block's Conv1D kernel, with or without the task model's ``transformer/`` prefix.
+_CONV1D_KERNEL = re.compile(
+    r"(?:^|/)h/\d+/(?:attn|mlp|crossattention)/(?:c_attn|c_proj|c_fc|q_attn)/kernel$"
+)
 
 
 def _key_str(key: Any) -> str:
@@ -38,50 +42,49 @@ def flatten_params(params: PyTree, sep: str = "/") -> dict[str, Any]:
 
 
 def conv1d_kernel_paths(params: PyTree) -> list[str]:
-    """Paths of GPT-2 ``FlaxConv1D`` kernels, stored as ``(out, in)``.
+    """Paths of GPT-2's ``Conv1D`` kernels (``c_attn``/``c_proj``/``c_fc``/``q_attn``).
 
-    Hugging Face's Flax GPT-2 keeps ``c_attn``/``c_proj``/``c_fc``/``q_attn``
-    kernels transposed relative to ``nn.Dense`` (``(in, out)``), so e.g.
-    ``mlp/c_proj/kernel`` has the same shape as BERT's
-    ``intermediate/dense/kernel``. Code matching parameters across
-    architectures by shape can use these paths (or :func:`swap_conv1d_layout`)
-    to compare like with like.
+    Hugging Face's Flax GPT-2 stores these kernels ``(out, in)``, the transpose of
+    ``nn.Dense`` (and of every other kernel); mmojax's models hold them ``(in, out)``
+    (see :func:`swap_conv1d_layout`), so that all kernels of all architectures are
+    oriented alike.
 
     Args:
         params: Parameter pytree.
 
     Returns:
-        Matching "/"-joined paths under a ``transformer`` node, in pytree order.
+        Matching "/"-joined paths (``[transformer/]h/<layer>/{attn,mlp}/<layer>/kernel``),
+        in pytree order.
     """
-    paths = []
-    for name in flatten_params(params):
-        parts = name.split("/")
-        if (
-            len(parts) >= 3
-            and "transformer" in parts
-            and parts[-1] == "kernel"
-            and parts[-2] in _CONV1D_LAYERS
-        ):
-            paths.append(name)
-    return paths
+    return [name for name in flatten_params(params) if _CONV1D_KERNEL.search(name)]
 
 
 def swap_conv1d_layout(params: PyTree) -> PyTree:
-    """Transposes every GPT-2 ``FlaxConv1D`` kernel (its own inverse).
+    """Swaps the last two axes of every GPT-2 ``Conv1D`` kernel (its own inverse).
+
+    Converts a GPT-2 parameter tree between Hugging Face's Flax layout (kernels
+    ``(out, in)``) and the layout mmojax's models hold (``(in, out)``, as
+    ``nn.Dense``): :func:`build_model` and :func:`load_pretrained` give the latter,
+    a model's ``apply_fn`` swaps back inside the jitted forward pass (XLA folds the
+    transpose into the matrix product) and :func:`export_model` writes Hugging
+    Face's. A stacked cohort's kernels ``(k, ..)`` swap their last two axes.
 
     Args:
-        params: Parameter pytree.
+        params: Parameter pytree (arrays or ``jax.ShapeDtypeStruct``).
 
     Returns:
         A new pytree where the kernels listed by :func:`conv1d_kernel_paths`
-        are transposed (``(out, in)`` <-> ``(in, out)``); other leaves are
-        shared with ``params``.
+        have their last two axes swapped; other leaves are shared with ``params``.
     """
     targets = set(conv1d_kernel_paths(params))
 
     def swap(path: Any, leaf: Any) -> Any:
-        name = "/".join(_key_str(k) for k in path)
-        return leaf.T if name in targets else leaf
+        if "/".join(_key_str(k) for k in path) not in targets:
+            return leaf
+        if isinstance(leaf, jax.ShapeDtypeStruct):
+            shape = (*leaf.shape[:-2], leaf.shape[-1], leaf.shape[-2])
+            return jax.ShapeDtypeStruct(shape, leaf.dtype, sharding=leaf.sharding)
+        return leaf.swapaxes(-1, -2)
 
     return jax.tree_util.tree_map_with_path(swap, params)
 

@@ -23,7 +23,7 @@ import numpy as np
 from flax.serialization import msgpack_restore
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from ._build import Model, _init_params, make_apply_fn
+from ._build import Model, _init_params, make_apply_fn, swap_held_layout
 from ._config import ARCHS, TASKS
 from ._hf import hf_module, model_config_from_hf
 
@@ -350,7 +350,8 @@ def load_pretrained(
             ``None`` keeps the checkpoint's hidden dropout.
 
     Returns:
-        ``(model, report)``: ``model.params`` holds the loaded weights.
+        ``(model, report)``: ``model.params`` holds the loaded weights (GPT-2's
+        ``Conv1D`` kernels ``(in, out)``, as :func:`build_model` holds them).
 
     Raises:
         FileNotFoundError: If ``path`` is not a local directory, or has no
@@ -457,7 +458,7 @@ def load_pretrained(
         num_labels=num_labels,
         seed=seed,
         module=module,
-        params=unflatten_dict({p: params[p] for p in target}),
+        params=swap_held_layout(config, unflatten_dict({p: params[p] for p in target})),
         apply_fn=make_apply_fn(module, config, task),
     )
     _log(report, model.name, BACKBONE_PREFIX[arch])

@@ -26,6 +26,9 @@ from typing import Any
 from mmojax.optim import _tree
 from mmojax.optim._views import IndexMap
 
+# ``AlignRule.transpose`` value: the model's fused leaves tell the orientation.
+AUTO = "auto"
+
 # The leaf's last path component gives its kind unless a rule says otherwise.
 LEAF_KINDS = {"kernel": "kernel", "bias": "bias", "scale": "scale", "embedding": "embedding"}
 
@@ -66,8 +69,13 @@ class AlignRule:
       kind: the kind (``None``: from the leaf's last path component:
         ``kernel``, ``bias``, ``scale``, ``embedding``, or the component
         itself). Views of different kinds never pool.
-      transpose: the stored 2-D leaf is ``(out, in)`` (GPT-2's Conv1D); its
-        view is the transpose. Ignored for 1-D leaves.
+      transpose: the stored 2-D leaf is ``(out, in)`` (Hugging Face's Flax
+        GPT-2 ``Conv1D``); its view is the transpose. ``"auto"``: the model
+        decides, per model, from the leaves its ``"auto"`` rules split into
+        ``n`` parts (GPT-2's fused ``c_attn``): one stored ``(n d, d)`` means
+        the model's ``"auto"`` leaves are ``(out, in)``, one stored ``(d, n d)``
+        that they are ``(in, out)`` (as mmojax's models hold GPT-2); a model
+        with no such leaf is taken to be ``(out, in)``. Ignored for 1-D leaves.
       rows: ``(start, stop)``: only these rows of the stored leaf (Python
         slice bounds, negatives allowed) are viewed, e.g. the positions a
         RoBERTa table really uses; the other rows share nothing. Not with a
@@ -83,7 +91,7 @@ class AlignRule:
     pattern: str
     role: str | tuple[str, ...]
     kind: str | None = None
-    transpose: bool = False
+    transpose: bool | str = False
     rows: tuple[int, int | None] | None = None
 
     def __post_init__(self):
@@ -102,8 +110,10 @@ class AlignRule:
             raise ValueError(f"AlignRule roles of a fused leaf must differ, got {self.role!r}")
         if self.kind is not None and not (isinstance(self.kind, str) and self.kind):
             raise TypeError(f"AlignRule kind must be None or a non-empty str, got {self.kind!r}")
-        if not isinstance(self.transpose, bool):
-            raise TypeError(f"AlignRule transpose must be a bool, got {self.transpose!r}")
+        if not (isinstance(self.transpose, bool) or self.transpose == AUTO):
+            raise TypeError(
+                f"AlignRule transpose must be a bool or {AUTO!r}, got {self.transpose!r}"
+            )
         if self.rows is not None:
             ok = (
                 isinstance(self.rows, tuple)
@@ -141,12 +151,14 @@ DEFAULT_ALIGN_RULES: tuple[AlignRule, ...] = (
     AlignRule(_P + r"embeddings/token_type_embeddings/embedding$", "embed.type"),
     AlignRule(_P + r"embeddings/LayerNorm" + _NORM, "norm.embed"),
     AlignRule(_P + r"pooler/dense" + _DENSE, "head.pool"),
-    # GPT-2 blocks (pre-LN; Conv1D kernels are stored (out, in); c_attn is [q | k | v]).
-    AlignRule(_GPT2 + r"attn/c_attn" + _DENSE, ("attn.q", "attn.k", "attn.v"), transpose=True),
-    AlignRule(_GPT2 + r"attn/c_proj" + _DENSE, "attn.out", transpose=True),
+    # GPT-2 blocks (pre-LN; c_attn is [q | k | v]). Conv1D kernels are stored (out, in)
+    # by Hugging Face's Flax GPT-2 and held (in, out) by mmojax's models: c_attn's
+    # shape tells which, per model.
+    AlignRule(_GPT2 + r"attn/c_attn" + _DENSE, ("attn.q", "attn.k", "attn.v"), transpose=AUTO),
+    AlignRule(_GPT2 + r"attn/c_proj" + _DENSE, "attn.out", transpose=AUTO),
     AlignRule(_GPT2 + r"ln_1" + _NORM, "norm.attn"),
-    AlignRule(_GPT2 + r"mlp/c_fc" + _DENSE, "mlp.up", transpose=True),
-    AlignRule(_GPT2 + r"mlp/c_proj" + _DENSE, "mlp.down", transpose=True),
+    AlignRule(_GPT2 + r"mlp/c_fc" + _DENSE, "mlp.up", transpose=AUTO),
+    AlignRule(_GPT2 + r"mlp/c_proj" + _DENSE, "mlp.down", transpose=AUTO),
     AlignRule(_GPT2 + r"ln_2" + _NORM, "norm.mlp"),
     AlignRule(_P + r"ln_f" + _NORM, "norm.final"),
     AlignRule(_P + r"wte/embedding$", "embed.tok"),
@@ -235,12 +247,49 @@ class Alignment:
         return "\n".join(lines)
 
 
-def _leaf_views(rule: AlignRule, shape: tuple[int, ...], name: str) -> list[tuple[str, IndexMap]]:
-    """The ``(role, index map)`` of each view ``rule`` gives a leaf of ``shape``."""
+def _fused_orientation(rule: AlignRule, shape: tuple[int, ...]) -> bool | None:
+    """Whether a leaf an ``"auto"`` rule splits is stored ``(out, in)`` (``None``: can't tell)."""
+    if not isinstance(rule.role, tuple) or len(shape) != 2:
+        return None
+    n, (a, b) = len(rule.role), shape
+    if a == n * b and b != n * a:
+        return True
+    if b == n * a and a != n * b:
+        return False
+    return None
+
+
+def _auto_orientations(matched: list[tuple[Any, AlignRule]]) -> dict[str, bool]:
+    """Per model, whether its ``"auto"`` leaves are stored ``(out, in)``."""
+    seen: dict[str, dict[bool, str]] = {}
+    for leaf, rule in matched:
+        if rule.transpose == AUTO:
+            found = _fused_orientation(rule, leaf.shape)
+            if found is not None:
+                seen.setdefault(leaf.model, {}).setdefault(found, f"{leaf.path} {leaf.shape}")
+    out = {}
+    for model, by_orientation in seen.items():
+        if len(by_orientation) > 1:
+            raise ValueError(
+                f"model {model!r} holds fused kernels both (out, in) ({by_orientation[True]}) "
+                f"and (in, out) ({by_orientation[False]}); hold them one way, or give "
+                "AlignRules with transpose=True/False"
+            )
+        out[model] = next(iter(by_orientation))
+    return out
+
+
+def _leaf_views(
+    rule: AlignRule, shape: tuple[int, ...], name: str, transposed: bool
+) -> list[tuple[str, IndexMap]]:
+    """The ``(role, index map)`` of each view ``rule`` gives a leaf of ``shape``.
+
+    ``transposed``: the leaf is stored ``(out, in)`` (``rule.transpose`` resolved).
+    """
     ndim = len(shape)
-    if rule.transpose and ndim > 2:
+    if transposed and ndim > 2:
         raise ValueError(f"align rule {rule.pattern!r} transposes {name}, which is {ndim}-D")
-    transpose = rule.transpose and ndim == 2
+    transpose = transposed and ndim == 2
     if isinstance(rule.role, tuple):
         if ndim == 0:
             raise ValueError(f"align rule {rule.pattern!r} splits the scalar {name}")
@@ -296,7 +345,7 @@ def align_parameters(params: Any, *, rules: Sequence[AlignRule] | None = None) -
     models = _tree.check_multi_model_tree(params)
     rules = check_rules(rules)
     leaves, _ = _tree.flatten_leaves(params)
-    found, unmatched = [], []
+    matched, unmatched = [], []
     for index, leaf in enumerate(leaves):
         name = f"{leaf.model}/{leaf.path}"
         for rule in rules:
@@ -308,16 +357,19 @@ def align_parameters(params: Any, *, rules: Sequence[AlignRule] | None = None) -
                 raise ValueError(
                     f"align rule {rule.pattern!r}: layer {layer!r} of {name} is not a number"
                 )
-            kind = rule.kind or LEAF_KINDS.get(
-                leaf.path.rsplit("/", 1)[-1], leaf.path.rsplit("/", 1)[-1]
-            )
-            for role, index_map in _leaf_views(rule, leaf.shape, name):
-                found.append(
-                    (leaf, index, role, kind, index_map, None if layer is None else int(layer))
-                )
+            matched.append((leaf, index, rule, None if layer is None else int(layer)))
             break
         else:
             unmatched.append((index, name))
+    auto = _auto_orientations([(leaf, rule) for leaf, _, rule, _ in matched])
+    found = []
+    for leaf, index, rule, layer in matched:
+        last = leaf.path.rsplit("/", 1)[-1]
+        kind = rule.kind or LEAF_KINDS.get(last, last)
+        transposed = auto.get(leaf.model, True) if rule.transpose == AUTO else rule.transpose
+        name = f"{leaf.model}/{leaf.path}"
+        for role, index_map in _leaf_views(rule, leaf.shape, name, transposed):
+            found.append((leaf, index, role, kind, index_map, layer))
     num_layers: dict[str, int | None] = dict.fromkeys(models)
     for leaf, *_, layer in found:
         if layer is not None:

@@ -32,6 +32,12 @@ class CheckpointError(RuntimeError):
     """No usable checkpoint could be restored."""
 
 
+# What a run's checkpoint metadata says of the layout of its GPT-2 Conv1D kernels: mmojax
+# holds them (in, out); runs saved before it did (no entry) held Hugging Face's (out, in).
+LAYOUT_KEY = "gpt2_conv1d_kernels"
+LAYOUT = "in_out"
+
+
 # Loggers that report every failed read of a corrupt checkpoint (orbax logs through
 # absl; its asyncio workers log each failed task): one warning of ours says it instead.
 _NOISY_LOGGERS = ("absl", "orbax", "asyncio", "tensorstore")
@@ -104,6 +110,42 @@ class Checkpointer:
             force=True,
         )
         self.manager.wait_until_finished()
+
+    def meta(self, step: int) -> dict[str, Any] | None:
+        """Checkpoint ``step``'s metadata alone (``None``: it cannot be read)."""
+        try:
+            with _quiet_restore():
+                out = self.manager.restore(
+                    step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+                )
+        except Exception:  # noqa: BLE001 - an unreadable checkpoint is restore()'s to report
+            return None
+        return dict(out["meta"])
+
+    def check_layout(self, holds_gpt2: bool) -> None:
+        """Refuses checkpoints that hold GPT-2's Conv1D kernels ``(out, in)``.
+
+        Runs saved before mmojax held those kernels ``(in, out)`` cannot be
+        restored into today's state (a square kernel would come back transposed
+        without an error), so they are refused, each left where it is.
+
+        Args:
+          holds_gpt2: whether the run's models include a GPT-2 (else nothing to check).
+
+        Raises:
+          CheckpointError: naming the first such checkpoint.
+        """
+        if not holds_gpt2:
+            return
+        for step in self.steps()[::-1]:
+            meta = self.meta(step)
+            if meta is not None and meta.get(LAYOUT_KEY) != LAYOUT:
+                raise CheckpointError(
+                    f"checkpoint {step} in {self.directory} was saved by an earlier mmojax, "
+                    "which held GPT-2's Conv1D kernels (out, in); this one holds them (in, out) "
+                    "and cannot restore it. Resume it with the mmojax that wrote it, or start "
+                    "the run again (--overwrite); nothing was changed"
+                )
 
     def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict[str, Any], int]:
         """Restores the latest usable checkpoint (or ``step``) into ``template``'s structure.

@@ -98,6 +98,7 @@ def export_workdir(workdir: str, out: str | None = None) -> dict[str, str]:
     template = _step.init_train_state(params, config.optimizer(total_updates=1000), config.seed)
     ckpt = _checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
     try:
+        ckpt.check_layout(any(m.config.arch == "gpt2" for m in built.values()))
         state, _, step = ckpt.restore(template)
     finally:
         ckpt.close()

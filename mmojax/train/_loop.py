@@ -266,6 +266,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     start, earlier_time = 0, 0.0
     if resume:
         try:
+            ckpt.check_layout(any(m.config.arch == "gpt2" for m in built.values()))
             state, meta, start = ckpt.restore(state)
             if "config" in meta:
                 _rundir.resumed_config(meta["config"], config, source=f"checkpoint {start}")
@@ -326,6 +327,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
                 "config": config.to_dict(),
                 "tokenizer": None if task.tokenizer is None else task.tokenizer.to_str(),
                 "wall_time": elapsed(),
+                _checkpoint.LAYOUT_KEY: _checkpoint.LAYOUT,
             },
         )
 
