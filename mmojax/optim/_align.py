@@ -1,10 +1,11 @@
 """Alignment: the canonical views under which leaves of different models correspond.
 
 The paper groups leaves by (type, shape). On real layouts that pairs tensors
-that do not correspond: GPT-2 stores its Conv1D kernels ``(out, in)``, fuses
-Q, K and V into one ``c_attn`` leaf, and a LayerNorm's scale and bias have one
-shape. An *alignment* gives every leaf one or more canonical **views**: a
-role (``attn.q``, ``mlp.up``, ``norm.attn``...), a kind (kernel, bias, scale,
+that do not correspond: Hugging Face's Flax GPT-2 stores its Conv1D kernels
+``(out, in)`` (mmojax's models hold them ``(in, out)``), GPT-2 fuses Q, K and V
+into one ``c_attn`` leaf, and a LayerNorm's scale and bias have one shape.
+An *alignment* gives every leaf one or more canonical **views**: a role
+(``attn.q``, ``mlp.up``, ``norm.attn``...), a kind (kernel, bias, scale,
 embedding), an ``(in, out)`` orientation and a depth (layer index and the
 model's number of layers). A view is a pure index map of its leaf
 (:class:`IndexMap`: a transpose, one slice of a fused leaf), so whatever is
@@ -13,7 +14,8 @@ computed on the views is written back exactly.
 Views come from ordered :class:`AlignRule` s matched against each leaf's full
 name ``model/path``; first match wins. :data:`DEFAULT_ALIGN_RULES` know the
 Hugging Face Flax BERT, RoBERTa and GPT-2 layouts (with or without the task
-model's ``bert/``, ``roberta/``, ``transformer/`` prefix) and mmojax's heads.
+model's ``bert/``, ``roberta/``, ``transformer/`` prefix), GPT-2 held either way
+(``transpose="auto"``: each model's fused ``c_attn`` tells), and mmojax's heads.
 """
 
 from __future__ import annotations
