@@ -53,8 +53,8 @@ def conv1d_kernel_paths(params: PyTree) -> list[str]:
         params: Parameter pytree.
 
     Returns:
-        Matching "/"-joined paths (``[transformer/]h/<i>/{attn,mlp}/{c_attn,c_proj,c_fc,q_attn}/kernel``),
-        in pytree order.
+        Matching "/"-joined paths, in pytree order:
+        ``[transformer/]h/<i>/{attn,mlp}/{c_attn,c_proj,c_fc,q_attn}/kernel``.
     """
     return [name for name in flatten_params(params) if _CONV1D_KERNEL.search(name)]
 
