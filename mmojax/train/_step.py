@@ -89,15 +89,18 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def _zero_unless(ok: jax.Array, grad: Any) -> Any:
+def _zero_unless(ok: jax.Array, grad: Any, accumulating: bool) -> Any:
     """``grad`` where ``ok``, zeros elsewhere (a skipped model's or cohort member's gradient).
 
-    For one model a ``lax.cond``: an elementwise ``where`` over every gradient
-    leaf, whose output several consumers read, is written out once more; on the
-    CPU backend it cost 16% (``independent``) to 25% (``mmo``) of an
-    update-heavy train step. A cohort's ``(k,)`` flags select per member.
+    For one model whose gradient goes straight to the optimizer, a ``lax.cond``:
+    an elementwise ``where`` over every gradient leaf, whose output several
+    consumers read, is written out once more; on the CPU backend it cost 16%
+    (``independent``) to 25% (``mmo``) of an update-heavy train step. When the
+    gradient is only added into an accumulator (``accumulating``) the ``where``
+    fuses into that one add, and the conditional's output would be an extra
+    buffer instead. A cohort's ``(k,)`` flags select per member.
     """
-    if jnp.ndim(ok) == 0:
+    if jnp.ndim(ok) == 0 and not accumulating:
         return jax.lax.cond(ok, lambda g: g, lambda g: jax.tree.map(jnp.zeros_like, g), grad)
     return jax.tree.map(lambda g: jnp.where(_along(ok, g), g, jnp.zeros_like(g)), grad)
 
@@ -290,6 +293,7 @@ def make_train_step(
     if not names:
         raise ValueError("make_train_step needs at least one model")
     over_members = _over_members(cohort_chunk, mesh)
+    accumulating = mmojax.accumulation_steps(tx) > 1
 
     def train_step(state: TrainState, batch):
         cohorts = {n: p.size for n, p in state.params.items() if isinstance(p, mmojax.Cohort)}
@@ -339,7 +343,7 @@ def make_train_step(
                 ok = jnp.logical_and(jnp.isfinite(loss), _all_finite(grad))
                 norm = optax.tree.norm(grad)
             finite[name] = ok
-            grads[name] = _zero_unless(ok, grad)
+            grads[name] = _zero_unless(ok, grad, accumulating)
             losses[name] = jnp.where(ok, loss, jnp.nan)
             metrics[name] = {**aux, "loss": loss, "grad_norm": norm, "finite": ok}
         if gradient_cosines:
