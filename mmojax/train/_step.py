@@ -19,6 +19,7 @@ import optax
 
 import mmojax
 from mmojax.data import model_batch
+from mmojax.optim._tree import along_members
 from mmojax.train import _mesh
 
 # apply_fn(params, batch, *, train, rng) -> outputs; loss_fn(outputs, batch) -> (loss, metrics)
@@ -102,7 +103,7 @@ def _zero_unless(ok: jax.Array, grad: Any, accumulating: bool) -> Any:
     """
     if jnp.ndim(ok) == 0 and not accumulating:
         return jax.lax.cond(ok, lambda g: g, lambda g: jax.tree.map(jnp.zeros_like, g), grad)
-    return jax.tree.map(lambda g: jnp.where(_along(ok, g), g, jnp.zeros_like(g)), grad)
+    return jax.tree.map(lambda g: jnp.where(along_members(ok, g), g, jnp.zeros_like(g)), grad)
 
 
 def _members_finite(cohort: Any) -> jax.Array:
@@ -111,11 +112,6 @@ def _members_finite(cohort: Any) -> jax.Array:
         jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in jax.tree.leaves(cohort)
     ]
     return jnp.all(jnp.stack(leaves), axis=0)
-
-
-def _along(value: jax.Array, leaf: jax.Array) -> jax.Array:
-    """A per-model value against a leaf: a cohort's ``(k,)`` broadcast along axis 0."""
-    return jnp.reshape(value, jnp.shape(value) + (1,) * (leaf.ndim - jnp.ndim(value)))
 
 
 def _member_keys(step_rng: jax.Array, name: str, k: int | None) -> jax.Array:
@@ -356,7 +352,7 @@ def make_train_step(
             stepped = optax.apply_updates(params, updates)
             kept = {
                 m: jax.tree.map(
-                    lambda new, old, ok=finite[m]: jnp.where(_along(ok, new), new, old),
+                    lambda new, old, ok=finite[m]: jnp.where(along_members(ok, new), new, old),
                     stepped[m],
                     params[m],
                 )
