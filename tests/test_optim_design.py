@@ -105,6 +105,64 @@ def test_sync_in_a_donated_step_copies_no_state(grouping):
     assert text.count("conditional(") >= 1
 
 
+def _fused_computations(compiled):
+    """``({name: [(instruction, operands)]}, names the entry computation's fusions call)``."""
+    text = compiled.as_text()
+    comps, entry = {}, ""
+    for match in re.finditer(r"^(ENTRY )?%([\w.\-]+) .*?\{\n(.*?)^\}", text, re.S | re.M):
+        body = match.group(3)
+        if match.group(1):
+            entry = body
+        comps[match.group(2)] = [
+            (m.group(1), re.findall(r"%([\w.\-]+)", m.group(2)))
+            for m in re.finditer(r"^\s*(?:ROOT )?%([\w.\-]+) = [^=]*?\((.*)$", body, re.M)
+        ]
+    return comps, re.findall(r"fusion\(.*calls=%([\w.\-]+)", entry)
+
+
+def _reused_after_sqrt(compiled):
+    """Values computed from a ``sqrt`` with more than one use, in the entry's fusions.
+
+    XLA:CPU evaluates a fused expression once per use, so a second use of
+    Adam's ``m / (sqrt(v) + eps)`` inside the fused apply recomputes it. Uses
+    by ``slice`` are not counted: the views of a fused leaf are disjoint.
+    """
+    comps, called = _fused_computations(compiled)
+    text = compiled.as_text()
+    out = []
+    for name in called:
+        instructions = comps[name]
+        sqrts = {n for n, _ in instructions if re.search(rf"%{re.escape(n)} = \S+ sqrt\(", text)}
+        tainted = set(sqrts)
+        for n, operands in instructions:
+            if tainted & set(operands):
+                tainted.add(n)
+        uses = {n: 0 for n in tainted}
+        for n, operands in instructions:
+            if re.search(rf"%{re.escape(n)} = \S+ slice\(", text):
+                continue  # disjoint slices of a fused leaf (q, k, v) read each element once
+            for o in operands:
+                if o in uses:
+                    uses[o] += 1
+        out += [f"{name}: {n} x{k}" for n, k in uses.items() if k > 1]
+    return out
+
+
+@pytest.mark.parametrize("grouping", ["type_shape", "role", "role_depth"])
+def test_an_off_sync_update_evaluates_the_inner_update_once(grouping):
+    # _sync._gated_move keeps the inner update one term of the sync move: written as
+    # where(is_sync, u + beta (avg - (p + u)), u) it had three uses, each a recomputation
+    # of Adam's square root and division in the fused apply.
+    params = {m: {"w": jnp.ones((64, 64)), "b": jnp.ones(64)} for m in "abc"}
+    adamw = _donated_step(optax.adamw(1e-3), params)
+    assert _fused_computations(adamw)[1] and _reused_after_sqrt(adamw) == []
+    for tx in (
+        mmojax.sync_parameters(optax.adamw(1e-3), beta=0.1, sync_every=10, grouping=grouping),
+        mmojax.multi_model_optimizer(learning_rate=1e-3, grouping=grouping),
+    ):
+        assert _reused_after_sqrt(_donated_step(tx, params)) == []
+
+
 def test_multi_model_optimizer_in_a_donated_step_copies_no_state():
     params = {m: {"mlp": {"kernel": jnp.ones((64, 64)), "bias": jnp.ones(64)}} for m in "abc"}
     tx = mmojax.multi_model_optimizer(

@@ -12,9 +12,13 @@ does, so the updates it moves are final by construction. Every update
 2. runs the inner update once more, for real, after that conditional (a
    scalar zero returned by the conditional is added to the inner state to
    order it so);
-3. returns ``u' = where(is_sync, u + beta (avg - (p + u)), u)`` on the shared
-   members: elementwise, so XLA fuses it, with the inner update, into the
-   caller's ``optax.apply_updates``.
+3. returns ``u' = (1 - c) u + where(is_sync, c (avg - p), 0)`` on the shared
+   members, ``c = where(is_sync, beta, 0)`` (``u + beta (avg - (p + u))`` on a
+   sync update, exactly ``u`` otherwise): elementwise, so XLA fuses it, with
+   the inner update, into the caller's ``optax.apply_updates``. ``u`` is one
+   term of it on purpose: XLA:CPU evaluates a fused expression once per use,
+   and ``where(is_sync, u + beta (avg - (p + u)), u)`` (three uses of Adam's
+   square root and division) cost more than reading the pool sums.
 
 Why this shape. With donated buffers every array the update reads and
 rewrites can be updated in place, and the off-sync step should allocate
@@ -33,13 +37,14 @@ nothing. Measured on the CPU backend (jax 0.10), the alternatives do not:
   are temporaries written on every step. Here they live in the state, and
   the common branch passes them through, which XLA does in place.
 
-HLO evidence (``tests/test_sync_hlo.py``): the compiled donated step of
-``optax.adamw`` chained under :func:`sync_parameters` has no ``copy`` of a
-parameter-sized array and no parameter-sized temporary buffer; the cost of an
-off-sync step is the inner update plus one read of the pool sums (about
-1.1x the inner update on a toy tree, see ``benchmarks/bench_optimizer.py``
-for real layouts). A sync step runs the inner update twice (it is recomputed
-inside the rare branch) plus one pass over the shared parameters.
+HLO evidence (``tests/test_optim_design.py``): the compiled donated step of
+``optax.adamw`` under :func:`sync_parameters` has no ``copy`` of a
+parameter-sized array and no parameter-sized temporary buffer, and in its
+fused apply every value computed from Adam's square root has one use; the
+cost of an off-sync step is the inner update plus one read of the pool sums
+(see ``benchmarks/bench_optimizer.py`` for real layouts). A sync step runs
+the inner update twice (it is recomputed inside the rare branch) plus one
+pass over the shared parameters.
 
 Under ``jax.vmap`` over a stacked model axis a batched ``lax.cond`` would run
 both branches on every step; :func:`~mmojax.optim._gate.rare_cond` keeps one
@@ -240,36 +245,76 @@ def _pool_sums(updates, params, plan, weights):
 
 
 def _move(updates, params, plan, weights, beta, pools, is_sync):
-    """``where(is_sync, u + beta (avg - (p + u)), u)`` on every shared view, scattered back."""
+    """``u + [is_sync] beta (avg - (p + u))`` on every shared view, scattered back.
+
+    See :func:`_gated_move` for how it is written.
+    """
     flat_u, treedef = jax.tree_util.tree_flatten(updates)
     flat_p = treedef.flatten_up_to(params)
+    coef = jnp.where(is_sync, jnp.asarray(beta, jnp.float32), 0.0)
     parts: dict[int, list] = {}
     for g, sums in zip(plan.shared_groups, pools):
         recipe = _pool.pool_recipe(g, weights)
         blocks = _pool.stacked_blocks(g, recipe, flat_p)
         if blocks is not None:
-            avg = _weights.safe_divide(sums[0], recipe.totals[0])
+            avg = _weights.safe_divide(sums[0], recipe.totals[0])  # no member adds itself
             for b in blocks:
                 m = g.members[b.positions[0]]
                 target = _views.ungather(avg, m.view)  # to the stored orientation
                 u = _pool.block_part(flat_u[b.index], m, b.stacked)
                 p = _pool.block_part(flat_p[b.index], m, b.stacked)
-                moved = p.astype(target.dtype) + u.astype(target.dtype)
-                new_u = (u.astype(target.dtype) + beta * (target - moved)).astype(u.dtype)
+                new_u = _gated_move(u, p, target, coef, is_sync)
                 slot = _views.STACKED if b.stacked else None
                 parts.setdefault(b.index, []).append((slot, m.view, new_u))
             continue
         for i, m in enumerate(g.members):
-            moved_view = m.take(flat_p[m.index]) + m.take(flat_u[m.index])
-            avg = _pool.member_pool(sums, recipe, i, moved_view, weights[m.model])
-            avg = _views.ungather(avg, m.view)  # to the stored orientation
+            # The pool of member i is (sums + own weight * (p + u)) / total when it
+            # pools with itself (recipe.adds_self), else sums / total: split so that
+            # ``u`` stays one term (see _gated_move).
+            total = recipe.totals[i]
+            rest = _weights.safe_divide(sums[recipe.reads[i]], total)
+            rest = _views.ungather(rest, m.view)  # to the stored orientation
+            own = _own_share(weights[m.model], total) if recipe.adds_self[i] else 0.0
             u = m.block(flat_u[m.index])
             p = m.block(flat_p[m.index])
-            moved = p.astype(avg.dtype) + u.astype(avg.dtype)
-            new_u = (u.astype(avg.dtype) + beta * (avg - moved)).astype(u.dtype)
+            new_u = _gated_move(u, p, rest, coef, is_sync, own)
             parts.setdefault(m.index, []).append((m.slot, m.view, new_u))
     out = list(flat_u)
     for index, leaf_parts in parts.items():
-        moved_leaf = _views.scatter_slots(flat_u[index], leaf_parts)
-        out[index] = jnp.where(is_sync, moved_leaf, flat_u[index])
+        out[index] = _views.scatter_slots(flat_u[index], leaf_parts)
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _own_share(weight: Any, total: Any) -> Any:
+    """``weight / total`` (0 where ``total`` is 0), a Python float when both are."""
+    if _weights.is_traced(weight) or _weights.is_traced(total):
+        return _weights.safe_divide(jnp.asarray(weight, jnp.float32), total)
+    return weight / total if total > 0 else 0.0
+
+
+def _gated_move(u, p, rest, coef, is_sync, own=0.0):
+    r"""The update of one shared view: ``u`` off sync, ``u + beta (avg - (p + u))`` on sync.
+
+    With the view's pool :math:`\bar p = r + \sigma (p + u)` (``rest``
+    :math:`r`, ``own`` share :math:`\sigma`, 0 unless the member pools with
+    itself) and :math:`c` = ``coef`` (``beta`` on a sync update, else 0):
+
+    .. math::
+      u' = (1 - c (1 - \sigma))\, u + [\text{sync}]\; c\,(r - (1 - \sigma)\, p),
+
+    exactly ``u`` off sync (``1 * u + 0``; the bracket is a ``where``, so a
+    non-finite pool cannot leak in). ``u`` appears once on purpose: it is the
+    inner update's expression (Adam's square root and division), and XLA:CPU's
+    fused loop evaluates an expression once per *use*. Written as
+    ``where(is_sync, u + beta (avg - (p + u)), u)`` it had three uses and cost
+    more than the pool read (an apply fusion of ``(8000, 256)``: 2.2 ms against
+    1.6 ms with one use, 1.1 ms without sync).
+    """
+    dtype = rest.dtype
+    p = p.astype(dtype)
+    if isinstance(own, float) and own == 0.0:
+        keep, pull = 1.0 - coef, rest - p
+    else:
+        keep, pull = 1.0 - coef * (1.0 - own), rest - (1.0 - own) * p
+    new_u = keep * u.astype(dtype) + jnp.where(is_sync, coef * pull, jnp.zeros([], dtype))
+    return new_u.astype(u.dtype)
