@@ -106,7 +106,7 @@ def test_sync_in_a_donated_step_copies_no_state(grouping):
 
 
 def _fused_computations(compiled):
-    """``({name: [(instruction, operands)]}, names the entry computation's fusions call)``."""
+    """``({name: [(instruction, opcode, operands)]}, names the entry's fusions call)``."""
     text = compiled.as_text()
     comps, entry = {}, ""
     for match in re.finditer(r"^(ENTRY )?%([\w.\-]+) .*?\{\n(.*?)^\}", text, re.S | re.M):
@@ -114,8 +114,8 @@ def _fused_computations(compiled):
         if match.group(1):
             entry = body
         comps[match.group(2)] = [
-            (m.group(1), re.findall(r"%([\w.\-]+)", m.group(2)))
-            for m in re.finditer(r"^\s*(?:ROOT )?%([\w.\-]+) = [^=]*?\((.*)$", body, re.M)
+            (m.group(1), m.group(2), re.findall(r"%([\w.\-]+)", m.group(3)))
+            for m in re.finditer(r"^\s*(?:ROOT )?%([\w.\-]+) = [^=]*?([\w\-]+)\((.*)$", body, re.M)
         ]
     return comps, re.findall(r"fusion\(.*calls=%([\w.\-]+)", entry)
 
@@ -128,18 +128,16 @@ def _reused_after_sqrt(compiled):
     by ``slice`` are not counted: the views of a fused leaf are disjoint.
     """
     comps, called = _fused_computations(compiled)
-    text = compiled.as_text()
     out = []
     for name in called:
         instructions = comps[name]
-        sqrts = {n for n, _ in instructions if re.search(rf"%{re.escape(n)} = \S+ sqrt\(", text)}
-        tainted = set(sqrts)
-        for n, operands in instructions:
+        tainted = {n for n, opcode, _ in instructions if opcode == "sqrt"}
+        for n, _, operands in instructions:
             if tainted & set(operands):
                 tainted.add(n)
         uses = {n: 0 for n in tainted}
-        for n, operands in instructions:
-            if re.search(rf"%{re.escape(n)} = \S+ slice\(", text):
+        for _, opcode, operands in instructions:
+            if opcode == "slice":
                 continue  # disjoint slices of a fused leaf (q, k, v) read each element once
             for o in operands:
                 if o in uses:

@@ -15,10 +15,8 @@ does, so the updates it moves are final by construction. Every update
 3. returns ``u' = (1 - c) u + where(is_sync, c (avg - p), 0)`` on the shared
    members, ``c = where(is_sync, beta, 0)`` (``u + beta (avg - (p + u))`` on a
    sync update, exactly ``u`` otherwise): elementwise, so XLA fuses it, with
-   the inner update, into the caller's ``optax.apply_updates``. ``u`` is one
-   term of it on purpose: XLA:CPU evaluates a fused expression once per use,
-   and ``where(is_sync, u + beta (avg - (p + u)), u)`` (three uses of Adam's
-   square root and division) cost more than reading the pool sums.
+   the inner update, into the caller's ``optax.apply_updates``; ``u`` is one
+   term of it on purpose (see ``_gated_move``).
 
 Why this shape. With donated buffers every array the update reads and
 rewrites can be updated in place, and the off-sync step should allocate
@@ -274,7 +272,11 @@ def _move(updates, params, plan, weights, beta, pools, is_sync):
             total = recipe.totals[i]
             rest = _weights.safe_divide(sums[recipe.reads[i]], total)
             rest = _views.ungather(rest, m.view)  # to the stored orientation
-            own = _own_share(weights[m.model], total) if recipe.adds_self[i] else 0.0
+            own = (
+                _weights.safe_divide(jnp.asarray(weights[m.model], jnp.float32), total)
+                if recipe.adds_self[i]
+                else None
+            )
             u = m.block(flat_u[m.index])
             p = m.block(flat_p[m.index])
             new_u = _gated_move(u, p, rest, coef, is_sync, own)
@@ -285,19 +287,12 @@ def _move(updates, params, plan, weights, beta, pools, is_sync):
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def _own_share(weight: Any, total: Any) -> Any:
-    """``weight / total`` (0 where ``total`` is 0), a Python float when both are."""
-    if _weights.is_traced(weight) or _weights.is_traced(total):
-        return _weights.safe_divide(jnp.asarray(weight, jnp.float32), total)
-    return weight / total if total > 0 else 0.0
-
-
-def _gated_move(u, p, rest, coef, is_sync, own=0.0):
+def _gated_move(u, p, rest, coef, is_sync, own=None):
     r"""The update of one shared view: ``u`` off sync, ``u + beta (avg - (p + u))`` on sync.
 
     With the view's pool :math:`\bar p = r + \sigma (p + u)` (``rest``
-    :math:`r`, ``own`` share :math:`\sigma`, 0 unless the member pools with
-    itself) and :math:`c` = ``coef`` (``beta`` on a sync update, else 0):
+    :math:`r`, ``own`` share :math:`\sigma`; ``None``: 0, the member does not
+    pool with itself) and :math:`c` = ``coef`` (``beta`` on a sync update, else 0):
 
     .. math::
       u' = (1 - c (1 - \sigma))\, u + [\text{sync}]\; c\,(r - (1 - \sigma)\, p),
@@ -312,7 +307,7 @@ def _gated_move(u, p, rest, coef, is_sync, own=0.0):
     """
     dtype = rest.dtype
     p = p.astype(dtype)
-    if isinstance(own, float) and own == 0.0:
+    if own is None:
         keep, pull = 1.0 - coef, rest - p
     else:
         keep, pull = 1.0 - coef * (1.0 - own), rest - (1.0 - own) * p
