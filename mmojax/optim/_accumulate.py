@@ -57,9 +57,9 @@ def accumulate_gradients(
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
     """
-    every_k = _weights.static_int("gradient_accumulation_steps", gradient_accumulation_steps, 1)
+    steps = _weights.static_int("gradient_accumulation_steps", gradient_accumulation_steps, 1)
     inner = optax.with_extra_args_support(inner)
-    if every_k == 1:
+    if steps == 1:
         return inner
 
     def acc_dtype(dtype):
@@ -76,14 +76,14 @@ def accumulate_gradients(
 
     def update_fn(updates, state, params=None, *, losses=None, **extra_args):
         grads, loss_sum = _add(state, updates, losses)
-        emit = state.mini_step == every_k - 1
+        emit = state.mini_step == steps - 1
 
         def apply_inner(operand):
             grads, loss_sum, inner_state = operand
-            mean = jax.tree.map(lambda g, u: (g / every_k).astype(u.dtype), grads, updates)
+            mean = jax.tree.map(lambda g, u: (g / steps).astype(u.dtype), grads, updates)
             kwargs = dict(extra_args)
             if losses is not None:
-                kwargs["losses"] = {m: v / every_k for m, v in loss_sum.items()}
+                kwargs["losses"] = {m: v / steps for m, v in loss_sum.items()}
             out, inner_state = inner.update(mean, inner_state, params, **kwargs)
             out = jax.tree.map(lambda o, u: o.astype(u.dtype), out, updates)
             zeros = jax.tree.map(jnp.zeros_like, (grads, loss_sum))
@@ -106,12 +106,12 @@ def accumulate_gradients(
         return out, AccumulateState(mini_step, grads, loss_sum, inner_state)
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-    _EVERY_K[init_fn] = every_k
+    _STEPS[init_fn] = steps
     return tx
 
 
-# ``init`` of every transformation built by accumulate_gradients -> its k.
-_EVERY_K: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# ``init`` of every transformation built by accumulate_gradients -> its accumulation steps.
+_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _add(state: AccumulateState, updates, losses):
@@ -128,7 +128,7 @@ def _add(state: AccumulateState, updates, losses):
 def accumulation_steps(tx: optax.GradientTransformation) -> int:
     """``gradient_accumulation_steps`` of ``tx`` if :func:`accumulate_gradients`
     built it (so does :func:`mmojax.multi_model_optimizer` with accumulation), else 1."""
-    return _EVERY_K.get(tx.init, 1)
+    return _STEPS.get(tx.init, 1)
 
 
 def update_or_accumulate(
@@ -177,8 +177,8 @@ def update_or_accumulate(
       >>> params["a"].tolist(), int(state.mini_step)
       ([-0.5], 0)
     """
-    every_k = accumulation_steps(tx)
-    if every_k == 1 or not isinstance(state, AccumulateState):
+    steps = accumulation_steps(tx)
+    if steps == 1 or not isinstance(state, AccumulateState):
         return step_fn(params, state, grads, losses)
     # As in update_fn: the sums are formed outside the conditional, so the
     # accumulator is added into in place and passed through the branch that
@@ -195,7 +195,7 @@ def update_or_accumulate(
         return params, summed._replace(mini_step=summed.mini_step + 1)
 
     return jax.lax.cond(
-        state.mini_step == every_k - 1,
+        state.mini_step == steps - 1,
         update,
         accumulate,
         (params, state._replace(grads=grads_sum, losses=loss_sum)),
