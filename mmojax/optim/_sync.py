@@ -46,7 +46,7 @@ pass over the shared parameters. The token is not free on the CPU backend:
 in the optimizer-only benchmark it adds about 0.1x ``optax.adamw`` off sync,
 with the same compiled kernels (the cost is in how the runtime schedules
 kernels that wait on one node); ``optimization_barrier`` in its place copies
-the whole inner state, and a token on the gradients instead costs as much.
+the whole inner state, and a token on the gradients instead costs no less.
 
 Under ``jax.vmap`` over a stacked model axis a batched ``lax.cond`` would run
 both branches on every step; :func:`~mmojax.optim._gate.rare_cond` keeps one
